@@ -1,0 +1,283 @@
+//! Where each record goes: the Kafka topic of a change's `field`, and the fixed set of
+//! field labels that metrics may use.
+//!
+//! Pure. A field that is not `[a-z0-9_]{1,100}` never becomes part of a topic name; it goes
+//! to the unrouted topic, so payload text can neither forge a topic nor grow label sets.
+
+use std::collections::BTreeMap;
+
+/// The `changes[].field` values Meta documents for WhatsApp Business Accounts. Metrics label
+/// these by name and every other field as `other`.
+pub const KNOWN_FIELDS: &[&str] = &[
+    "account_alerts",
+    "account_review_update",
+    "account_update",
+    "automatic_events",
+    "business_capability_update",
+    "calls",
+    "flows",
+    "group_lifecycle_update",
+    "group_participants_update",
+    "group_settings_update",
+    "history",
+    "message_template_components_update",
+    "message_template_quality_update",
+    "message_template_status_update",
+    "messages",
+    "partner_solutions",
+    "payment_configuration_update",
+    "phone_number_name_update",
+    "phone_number_quality_update",
+    "security",
+    "smb_app_state_sync",
+    "smb_message_echoes",
+    "template_category_update",
+    "user_preferences",
+];
+
+/// The metric label for a field: its own name when Meta documents it, else `other`.
+pub fn field_label(field: Option<&str>) -> &'static str {
+    field
+        .and_then(|field| KNOWN_FIELDS.iter().find(|known| **known == field))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// True for names that may be filled into a topic template: `[a-z0-9_]{1,100}`.
+pub fn is_routable_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// True for names Kafka accepts as topics: `[a-zA-Z0-9._-]{1,249}`, not `.` or `..`.
+pub fn is_legal_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The topic layout from `[kafka]`: per-field overrides, the template, and the two fallback
+/// topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    template: String,
+    overrides: BTreeMap<String, String>,
+    unrouted: String,
+    deadletter: String,
+}
+
+impl Routing {
+    /// Builds the layout. `template` holds `{field}` and optionally `{object}`.
+    pub fn new(
+        template: impl Into<String>,
+        overrides: BTreeMap<String, String>,
+        unrouted: impl Into<String>,
+        deadletter: impl Into<String>,
+    ) -> Self {
+        Self {
+            template: template.into(),
+            overrides,
+            unrouted: unrouted.into(),
+            deadletter: deadletter.into(),
+        }
+    }
+
+    /// The topic for a change with this `object` and `field`, or the unrouted topic when the
+    /// field (or an object the template needs) is not a routable name.
+    pub fn topic(&self, object: Option<&str>, field: Option<&str>) -> String {
+        let Some(field) = field.filter(|field| is_routable_name(field)) else {
+            return self.unrouted.clone();
+        };
+        if let Some(topic) = self.overrides.get(field) {
+            return topic.clone();
+        }
+        if self.template.contains("{object}") {
+            match object.filter(|object| is_routable_name(object)) {
+                Some(object) => self
+                    .template
+                    .replace("{object}", object)
+                    .replace("{field}", field),
+                None => self.unrouted.clone(),
+            }
+        } else {
+            self.template.replace("{field}", field)
+        }
+    }
+
+    /// The topic for entries without changes and for changes without a routable field.
+    pub fn unrouted(&self) -> &str {
+        &self.unrouted
+    }
+
+    /// The topic for authentic bodies that are not notifications, and for records the broker
+    /// refused.
+    pub fn deadletter(&self) -> &str {
+        &self.deadletter
+    }
+
+    /// Every topic this layout can name for the documented fields, plus the two fallbacks:
+    /// what `tail` reads when no field is given. Only `{object}` =
+    /// `whatsapp_business_account` is expanded.
+    pub fn known_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = KNOWN_FIELDS
+            .iter()
+            .map(|field| self.topic(Some("whatsapp_business_account"), Some(field)))
+            .chain(self.overrides.values().cloned())
+            .chain([self.unrouted.clone(), self.deadletter.clone()])
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// Problems with this layout, each a sentence naming the setting to fix.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.template.contains("{field}") {
+            problems.push(format!(
+                "kafka.topic_template = {:?} must contain {{field}}, e.g. \"whatsapp.{{field}}\"",
+                self.template
+            ));
+        } else {
+            let sample = self
+                .template
+                .replace("{object}", "whatsapp_business_account")
+                .replace("{field}", "messages");
+            if !is_legal_topic(&sample) {
+                problems.push(format!(
+                    "kafka.topic_template = {:?} gives the topic {sample:?}, which Kafka refuses: \
+                     use only letters, digits, '.', '_' and '-' (at most 249)",
+                    self.template
+                ));
+            }
+        }
+        for (name, topic) in [
+            ("kafka.unrouted_topic", &self.unrouted),
+            ("kafka.deadletter_topic", &self.deadletter),
+        ] {
+            if !is_legal_topic(topic) {
+                problems.push(format!(
+                    "{name} = {topic:?} is not a legal Kafka topic name: use only letters, \
+                     digits, '.', '_' and '-' (at most 249)"
+                ));
+            }
+        }
+        for (field, topic) in &self.overrides {
+            if !is_routable_name(field) {
+                problems.push(format!(
+                    "kafka.topics.{field}: {field:?} is not a field name ([a-z0-9_]{{1,100}})"
+                ));
+            }
+            if !is_legal_topic(topic) {
+                problems.push(format!(
+                    "kafka.topics.{field} = {topic:?} is not a legal Kafka topic name"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing() -> Routing {
+        Routing::new(
+            "whatsapp.{field}",
+            BTreeMap::from([("messages".to_owned(), "wa.inbound".to_owned())]),
+            "whatsapp.unrouted",
+            "whatsapp.deadletter",
+        )
+    }
+
+    #[test]
+    fn a_field_fills_the_template() {
+        assert_eq!(
+            routing().topic(None, Some("account_update")),
+            "whatsapp.account_update"
+        );
+    }
+
+    #[test]
+    fn a_per_field_override_wins_over_the_template() {
+        assert_eq!(routing().topic(None, Some("messages")), "wa.inbound");
+    }
+
+    #[test]
+    fn a_field_that_is_not_a_routable_name_goes_to_the_unrouted_topic() {
+        for field in [
+            None,
+            Some(""),
+            Some("Messages"),
+            Some("a.b"),
+            Some("x/../../y"),
+            Some("messages "),
+        ] {
+            assert_eq!(
+                routing().topic(None, field),
+                "whatsapp.unrouted",
+                "{field:?}"
+            );
+        }
+        let long = "a".repeat(101);
+        assert_eq!(routing().topic(None, Some(&long)), "whatsapp.unrouted");
+        assert_eq!(
+            routing().topic(None, Some(&long[..100])),
+            format!("whatsapp.{}", &long[..100])
+        );
+    }
+
+    #[test]
+    fn an_object_template_needs_a_routable_object() {
+        let routing = Routing::new("wa.{object}.{field}", BTreeMap::new(), "u", "d");
+        assert_eq!(
+            routing.topic(Some("whatsapp_business_account"), Some("messages")),
+            "wa.whatsapp_business_account.messages"
+        );
+        assert_eq!(routing.topic(None, Some("messages")), "u");
+        assert_eq!(routing.topic(Some("Page"), Some("messages")), "u");
+    }
+
+    #[test]
+    fn unknown_fields_are_labelled_other() {
+        assert_eq!(field_label(Some("messages")), "messages");
+        assert_eq!(field_label(Some("brand_new_field")), "other");
+        assert_eq!(field_label(None), "other");
+    }
+
+    #[test]
+    fn problems_name_each_bad_setting() {
+        let bad = Routing::new(
+            "whatsapp:{field}",
+            BTreeMap::from([("Bad Field".to_owned(), "ok".to_owned())]),
+            "",
+            "dead letter",
+        );
+        let problems = bad.problems().join("\n");
+        assert!(problems.contains("kafka.topic_template"), "{problems}");
+        assert!(problems.contains("kafka.unrouted_topic"), "{problems}");
+        assert!(problems.contains("kafka.deadletter_topic"), "{problems}");
+        assert!(problems.contains("kafka.topics.Bad Field"), "{problems}");
+        assert!(routing().problems().is_empty());
+        assert!(
+            Routing::new("whatsapp", BTreeMap::new(), "u", "d").problems()[0]
+                .contains("must contain {field}")
+        );
+    }
+
+    #[test]
+    fn known_topics_cover_every_field_and_both_fallbacks() {
+        let topics = routing().known_topics();
+        assert!(topics.contains(&"wa.inbound".to_owned()));
+        assert!(topics.contains(&"whatsapp.security".to_owned()));
+        assert!(topics.contains(&"whatsapp.unrouted".to_owned()));
+        assert!(topics.contains(&"whatsapp.deadletter".to_owned()));
+        assert!(!topics.contains(&"whatsapp.messages".to_owned()));
+    }
+}

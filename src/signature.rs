@@ -1,0 +1,246 @@
+//! Meta's `X-Hub-Signature-256` check: HMAC-SHA256 of the exact raw body bytes, keyed with
+//! the app secret, compared in constant time against the current secret and then every
+//! previous one (secret rotation).
+//!
+//! Pure: bytes in, a verdict out. It runs before anything parses the body.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The header Meta signs every event notification with.
+pub const HEADER: &str = "x-hub-signature-256";
+
+const PREFIX: &str = "sha256=";
+const DIGEST_LEN: usize = 32;
+
+/// Why a notification's signature was not accepted. Each maps to a `reason` label of
+/// `waba_gateway_signature_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No `X-Hub-Signature-256` header (a request signed only with SHA-1 lands here too).
+    #[error("the X-Hub-Signature-256 header is missing")]
+    Missing,
+    /// The header is not `sha256=` followed by 64 hex digits.
+    #[error("the X-Hub-Signature-256 header is not sha256=<64 hex digits>")]
+    Malformed,
+    /// Well formed, but no configured secret produces it for this body.
+    #[error("the X-Hub-Signature-256 header does not match the body under any configured secret")]
+    Mismatch,
+}
+
+impl SignatureError {
+    /// The metric label for this failure.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// Which configured secret matched: operators watch this to know when the previous secret
+/// can be dropped after a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMatch {
+    /// The app's current `secret`.
+    Current,
+    /// One of `previous_secrets`.
+    Previous,
+}
+
+impl SecretMatch {
+    /// The metric label for this match.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Previous => "previous",
+        }
+    }
+}
+
+/// Checks `header` (the raw `X-Hub-Signature-256` value, if present) against `body`.
+///
+/// `secrets` yields the current secret first, then the previous ones; the first that
+/// verifies wins. Every comparison is constant-time (`Mac::verify_slice`).
+pub fn verify<'s>(
+    secrets: impl IntoIterator<Item = &'s [u8]>,
+    header: Option<&[u8]>,
+    body: &[u8],
+) -> Result<SecretMatch, SignatureError> {
+    let digest = parse_header(header.ok_or(SignatureError::Missing)?)?;
+    for (index, secret) in secrets.into_iter().enumerate() {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        mac.update(body);
+        if mac.verify_slice(&digest).is_ok() {
+            return Ok(if index == 0 {
+                SecretMatch::Current
+            } else {
+                SecretMatch::Previous
+            });
+        }
+    }
+    Err(SignatureError::Mismatch)
+}
+
+/// Parses `sha256=<hex>` into the 32 digest bytes. Hex digits may be upper or lower case;
+/// nothing else may surround them.
+pub fn parse_header(header: &[u8]) -> Result<[u8; DIGEST_LEN], SignatureError> {
+    let hex_digits = header
+        .strip_prefix(PREFIX.as_bytes())
+        .ok_or(SignatureError::Malformed)?;
+    let mut digest = [0u8; DIGEST_LEN];
+    hex::decode_to_slice(hex_digits, &mut digest).map_err(|_| SignatureError::Malformed)?;
+    Ok(digest)
+}
+
+/// Signs `body` the way Meta does: `sha256=<lowercase hex>`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(body);
+    let mut header = String::with_capacity(PREFIX.len() + 2 * DIGEST_LEN);
+    header.push_str(PREFIX);
+    header.push_str(&hex::encode(mac.finalize().into_bytes()));
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body Meta really sent, with the (since revoked) app secret and the signature Meta
+    /// put on it, as published in a public client library's test suite.
+    const META_BODY: &[u8] = br#"{"object":"whatsapp_business_account","entry":[{"id":"264937493375603","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550953877","phone_number_id":"277321005464405"},"contacts":[{"profile":{"name":"PyWa Tests"},"wa_id":"972544401243"}],"messages":[{"from":"972544401243","id":"wamid.HBgMOTcyNTQ0NDAxMjQzFQIAEhggM0RFQTNCMEEwRTY3QzUwODYzMDc4NjQ4QzM4ODAxM0YA","timestamp":"1730231903","text":{"body":"Hey there! I am using PyWa."},"type":"text"}]},"field":"messages"}]}]}"#;
+    const META_SECRET: &[u8] = b"1222e786b144d0e85b9f365372d93676";
+    const META_SIGNATURE: &[u8] =
+        b"sha256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441";
+
+    #[test]
+    fn a_body_signed_by_meta_verifies_with_its_app_secret() {
+        assert_eq!(
+            verify([META_SECRET], Some(META_SIGNATURE), META_BODY),
+            Ok(SecretMatch::Current)
+        );
+    }
+
+    #[test]
+    fn sign_reproduces_the_signature_meta_sent() {
+        assert_eq!(sign(META_SECRET, META_BODY).as_bytes(), META_SIGNATURE);
+    }
+
+    #[test]
+    fn upper_case_hex_digits_are_accepted() {
+        let upper = format!(
+            "sha256={}",
+            std::str::from_utf8(&META_SIGNATURE[7..])
+                .expect("ascii")
+                .to_uppercase()
+        );
+        assert_eq!(
+            verify([META_SECRET], Some(upper.as_bytes()), META_BODY),
+            Ok(SecretMatch::Current)
+        );
+    }
+
+    #[test]
+    fn one_tampered_body_byte_is_a_mismatch() {
+        for position in [0, META_BODY.len() / 2, META_BODY.len() - 1] {
+            let mut body = META_BODY.to_vec();
+            body[position] ^= 0x01;
+            assert_eq!(
+                verify([META_SECRET], Some(META_SIGNATURE), &body),
+                Err(SignatureError::Mismatch),
+                "byte {position} flipped"
+            );
+        }
+    }
+
+    #[test]
+    fn one_tampered_signature_digit_is_a_mismatch() {
+        let mut header = META_SIGNATURE.to_vec();
+        let last = header.len() - 1;
+        header[last] = if header[last] == b'1' { b'2' } else { b'1' };
+        assert_eq!(
+            verify([META_SECRET], Some(&header), META_BODY),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_missing_header_is_missing() {
+        assert_eq!(
+            verify([META_SECRET], None, META_BODY),
+            Err(SignatureError::Missing)
+        );
+    }
+
+    #[test]
+    fn a_digest_without_the_sha256_prefix_is_malformed() {
+        assert_eq!(
+            verify([META_SECRET], Some(&META_SIGNATURE[7..]), META_BODY),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_sha1_style_header_value_is_malformed() {
+        let sha1 = b"sha1=0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            verify([META_SECRET], Some(sha1), META_BODY),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn short_long_and_non_hex_digests_are_malformed() {
+        for header in [
+            &b"sha256="[..],
+            &META_SIGNATURE[..META_SIGNATURE.len() - 2],
+            b"sha256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc44100",
+            b"sha256=zzedfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441",
+            b" sha256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441",
+            b"SHA256=54edfa1d7259e0eb13c677cc7d73d1b5c86cfa12433d19156e058ab9251bc441",
+        ] {
+            assert_eq!(
+                verify([META_SECRET], Some(header), META_BODY),
+                Err(SignatureError::Malformed),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
+
+    #[test]
+    fn the_wrong_secret_is_a_mismatch() {
+        assert_eq!(
+            verify(
+                [&b"another-apps-secret"[..]],
+                Some(META_SIGNATURE),
+                META_BODY
+            ),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_previous_secret_verifies_and_says_so() {
+        assert_eq!(
+            verify(
+                [&b"the-new-secret"[..], b"older", META_SECRET],
+                Some(META_SIGNATURE),
+                META_BODY
+            ),
+            Ok(SecretMatch::Previous)
+        );
+    }
+
+    #[test]
+    fn no_configured_secret_is_a_mismatch_not_a_pass() {
+        assert_eq!(
+            verify(std::iter::empty(), Some(META_SIGNATURE), META_BODY),
+            Err(SignatureError::Mismatch)
+        );
+    }
+}
