@@ -3,8 +3,20 @@
 //!
 //! - [`signature`] checks `X-Hub-Signature-256` over the raw body (pure);
 //! - [`envelope`] splits a verified body into one record per change (pure);
-//! - [`routing`] names the topic of each field (pure).
+//! - [`routing`] names the topic of each field (pure);
+//! - [`config`] is the typed settings tree;
+//! - [`publish`] produces records to Kafka (or memory, in tests) and waits for acks;
+//! - [`metrics`] holds the Prometheus metrics.
 
+pub mod app;
+pub mod cli;
+pub mod config;
 pub mod envelope;
+pub mod http;
+pub mod metrics;
+pub mod publish;
 pub mod routing;
+pub mod shutdown;
 pub mod signature;
+pub mod tail;
+pub mod telemetry;

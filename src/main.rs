@@ -1,1 +1,5 @@
-fn main() {}
+//! The `waba-gateway` binary: everything happens in [`waba_gateway::cli`].
+
+fn main() -> std::process::ExitCode {
+    waba_gateway::cli::main()
+}

@@ -1,0 +1,306 @@
+//! Start-up and the run loop: [`App::build`] binds both listeners and creates the
+//! publisher; [`App::run_until_stopped`] serves until the shutdown future resolves, then
+//! drains in phases: not ready at once, listeners closed, in-flight requests finished,
+//! producer flushed, all within `shutdown.drain_timeout_ms`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{AckMode, Settings};
+use crate::http::Gateway;
+use crate::metrics::Metrics;
+use crate::publish::embedded::EmbeddedKafka;
+use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
+use crate::publish::{Publisher, Sink};
+use crate::shutdown::Readiness;
+
+/// What the caller may supply instead of the defaults (tests use it).
+#[derive(Default)]
+pub struct Dependencies {
+    /// Publish here instead of the Kafka of `[kafka]`.
+    pub publisher: Option<Arc<dyn Publisher>>,
+}
+
+/// A gateway with its listeners bound, ready to run.
+pub struct App {
+    public: TcpListener,
+    admin: TcpListener,
+    gateway: Arc<Gateway>,
+    publisher: Arc<dyn Publisher>,
+    kafka: Option<Arc<KafkaPublisher>>,
+    readiness: Arc<Readiness>,
+    header_read_timeout: Duration,
+    drain_timeout: Duration,
+    embedded: Option<EmbeddedKafka>,
+}
+
+impl App {
+    /// Starts embedded Kafka if configured, creates the publisher and binds both listeners.
+    pub async fn build(mut settings: Settings, dependencies: Dependencies) -> anyhow::Result<Self> {
+        let embedded = if settings.kafka.is_embedded() && dependencies.publisher.is_none() {
+            let embedded = EmbeddedKafka::start().context("starting embedded Kafka")?;
+            tracing::warn!(
+                bootstrap_servers = embedded.bootstrap_servers(),
+                "running on embedded Kafka: an in-memory broker inside this process, for trying the gateway out; everything is lost when it stops"
+            );
+            write_address_file(
+                &settings.kafka.embedded_address_file,
+                embedded.bootstrap_servers(),
+            );
+            settings.kafka.brokers = embedded.bootstrap_servers().to_owned();
+            // The in-process broker creates topics on first use.
+            settings.kafka.create_topics = false;
+            Some(embedded)
+        } else {
+            None
+        };
+        for (name, app) in &settings.apps {
+            if app.demo {
+                tracing::warn!(
+                    app = %name,
+                    path = %Settings::app_path(name, app),
+                    secret = crate::config::DEMO_SECRET,
+                    verify_token = crate::config::DEMO_VERIFY_TOKEN,
+                    "no app configured: serving a demo app with a public secret; configure [apps.<name>] before exposing the gateway"
+                );
+            }
+        }
+
+        let (publisher, kafka) = match dependencies.publisher {
+            Some(publisher) => (publisher, None),
+            None => {
+                let message_timeout = match settings.delivery.ack {
+                    AckMode::Kafka => Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
+                    _ => Duration::from_secs(300),
+                };
+                let kafka = Arc::new(
+                    KafkaPublisher::new(KafkaOptions {
+                        brokers: settings.kafka.brokers.clone(),
+                        librdkafka: settings.kafka.librdkafka.0.clone(),
+                        max_body_bytes: settings.server.max_body_bytes,
+                        message_timeout,
+                        create_topics: settings.kafka.create_topics,
+                        topic_partitions: settings.kafka.topic_partitions,
+                        topic_replication_factor: settings.kafka.topic_replication_factor,
+                    })
+                    .context("creating the Kafka producer (check [kafka.librdkafka])")?,
+                );
+                (kafka.clone() as Arc<dyn Publisher>, Some(kafka))
+            }
+        };
+
+        let routing = settings.kafka.routing();
+        let metrics = Arc::new(Metrics::new(routing.known_topics()));
+        let readiness = Arc::new(Readiness::new());
+        let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
+        let gateway = Arc::new(Gateway::new(&settings, sink, metrics, readiness.clone()));
+
+        let public = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen = {}", settings.server.listen))?;
+        let admin = TcpListener::bind(settings.admin.listen)
+            .await
+            .with_context(|| format!("binding admin.listen = {}", settings.admin.listen))?;
+        Ok(Self {
+            public,
+            admin,
+            gateway,
+            publisher,
+            kafka,
+            readiness,
+            header_read_timeout: Duration::from_millis(settings.server.header_read_timeout_ms),
+            drain_timeout: Duration::from_millis(settings.shutdown.drain_timeout_ms),
+            embedded,
+        })
+    }
+
+    /// The bound address of the webhook listener.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then drains (DESIGN §8).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            public,
+            admin,
+            gateway,
+            publisher,
+            kafka,
+            readiness,
+            header_read_timeout,
+            drain_timeout,
+            embedded,
+        } = self;
+        tracing::info!(
+            public = %public.local_addr()?,
+            admin = %admin.local_addr()?,
+            "listening"
+        );
+        let readiness_check = tokio::spawn(wait_for_kafka(kafka, readiness.clone()));
+
+        let (stop_public_tx, stop_public) = watch::channel(false);
+        let (stop_admin_tx, stop_admin) = watch::channel(false);
+        let public_gateway = gateway.clone();
+        let public_task = tokio::spawn(serve(
+            public,
+            header_read_timeout,
+            stop_public,
+            move |request| {
+                let gateway = public_gateway.clone();
+                async move { gateway.handle_public(request).await }
+            },
+        ));
+        let admin_gateway = gateway.clone();
+        let admin_task = tokio::spawn(serve(
+            admin,
+            header_read_timeout,
+            stop_admin,
+            move |request| {
+                let gateway = admin_gateway.clone();
+                async move { gateway.handle_admin(request).await }
+            },
+        ));
+
+        shutdown.await;
+        let deadline = Instant::now() + drain_timeout;
+        readiness.start_draining();
+        readiness_check.abort();
+        tracing::info!(
+            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            "draining: not ready, no new connections, finishing requests in flight"
+        );
+
+        let _ = stop_public_tx.send(true);
+        let drained = public_task
+            .await
+            .context("the webhook listener task failed")?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining, drained).await.is_err() {
+            tracing::warn!("requests still in flight at the drain deadline were cut off");
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match publisher.flush(remaining).await {
+            Ok(()) => tracing::info!("producer flushed"),
+            Err(error) => {
+                tracing::error!(%error, "records still unacknowledged at the drain deadline")
+            }
+        }
+        let _ = stop_admin_tx.send(true);
+        if let Ok(drained) = admin_task.await {
+            let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
+        }
+        drop(publisher);
+        drop(gateway);
+        drop(embedded);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Polls Kafka until it answers, then marks the gateway ready.
+async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readiness>) {
+    let Some(kafka) = kafka else {
+        readiness.kafka_reached();
+        return;
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match kafka.check_connection(Duration::from_secs(5)).await {
+            Ok(brokers) => {
+                tracing::info!(brokers, "Kafka answered; ready");
+                readiness.kafka_reached();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Kafka does not answer yet; not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Accepts connections until `stop` turns true; returns a future that resolves when the
+/// connections still open have finished their requests.
+async fn serve<S, F>(
+    listener: TcpListener,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    handler: S,
+) -> impl Future<Output = ()>
+where
+    S: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                let service = service_fn(move |request| {
+                    let response = handler(request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown()
+}
+
+fn write_address_file(path: &std::path::Path, address: &str) {
+    let written = path
+        .parent()
+        .map_or(Ok(()), |dir| std::fs::create_dir_all(dir))
+        .and_then(|()| std::fs::write(path, address));
+    match written {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "wrote the embedded broker's address for `waba-gateway tail`")
+        }
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "could not write the embedded broker's address; pass --brokers to tail")
+        }
+    }
+}

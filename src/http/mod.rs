@@ -1,0 +1,186 @@
+//! Routing and handlers of both listeners.
+//!
+//! Public listener: each app's path (GET verification, POST notification), `/healthz`,
+//! `/readyz`. Admin listener: `/metrics`, `/healthz`, `/readyz`. Handlers take a
+//! `Request` and return a `Response`; sockets live in [`crate::app`].
+
+mod error;
+mod notify;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use secrecy::SecretString;
+
+pub use error::ApiError;
+
+use crate::config::{AckMode, Settings};
+use crate::metrics::Metrics;
+use crate::publish::Sink;
+use crate::routing::Routing;
+use crate::shutdown::Readiness;
+
+/// One Meta app as the handlers see it.
+pub struct AppRoute {
+    /// The app's name (the `wa-app` header and the `app` label).
+    pub name: String,
+    /// The current secret, then the previous ones.
+    pub secrets: Vec<SecretString>,
+    /// The verification token.
+    pub verify_token: SecretString,
+}
+
+/// Limits and modes the handlers apply.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted body.
+    pub max_body_bytes: u64,
+    /// Time allowed for the body to arrive.
+    pub request_timeout: Duration,
+    /// In `kafka` mode, time allowed for Kafka's acknowledgement.
+    pub kafka_ack_timeout: Duration,
+    /// When Meta gets its 200.
+    pub ack: AckMode,
+}
+
+/// The state every handler shares.
+pub struct Gateway {
+    apps: HashMap<String, AppRoute>,
+    routing: Routing,
+    limits: Limits,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl Gateway {
+    /// Builds the handlers' state from validated settings.
+    pub fn new(
+        settings: &Settings,
+        sink: Sink,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Self {
+        let apps = settings
+            .apps
+            .iter()
+            .map(|(name, app)| {
+                let route = AppRoute {
+                    name: name.clone(),
+                    secrets: app
+                        .secret
+                        .iter()
+                        .chain(&app.previous_secrets)
+                        .cloned()
+                        .collect(),
+                    verify_token: app.verify_token.clone().unwrap_or_default(),
+                };
+                (Settings::app_path(name, app), route)
+            })
+            .collect();
+        Self {
+            apps,
+            routing: settings.kafka.routing(),
+            limits: Limits {
+                max_body_bytes: settings.server.max_body_bytes,
+                request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
+                kafka_ack_timeout: Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
+                ack: settings.delivery.ack,
+            },
+            sink,
+            metrics,
+            readiness,
+        }
+    }
+
+    /// Answers a request on the public listener.
+    pub async fn handle_public<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let (route, result) = match (request.uri().path(), self.apps.get(request.uri().path())) {
+            (_, Some(app)) => match *request.method() {
+                Method::GET => ("webhook_verify", verify::verify(app, request.uri().query())),
+                Method::POST => ("webhook_notify", self.notify(app, request).await),
+                _ => (
+                    "webhook_other",
+                    Err(ApiError::MethodNotAllowed("GET, POST")),
+                ),
+            },
+            ("/healthz", None) => ("healthz", health(&request)),
+            ("/readyz", None) => ("readyz", self.ready(&request)),
+            _ => ("not_found", Err(ApiError::NotFound)),
+        };
+        self.answer(route, started, result)
+    }
+
+    /// Answers a request on the admin listener.
+    pub async fn handle_admin<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let (route, result) = match request.uri().path() {
+            "/metrics" => ("metrics", self.metrics(&request)),
+            "/healthz" => ("healthz", health(&request)),
+            "/readyz" => ("readyz", self.ready(&request)),
+            _ => ("not_found", Err(ApiError::NotFound)),
+        };
+        self.answer(route, started, result)
+    }
+
+    fn answer(
+        &self,
+        route: &'static str,
+        started: Instant,
+        result: Result<Response<Full<Bytes>>, ApiError>,
+    ) -> Response<Full<Bytes>> {
+        let response = result.unwrap_or_else(ApiError::into_response);
+        self.metrics
+            .http_requests
+            .with_label_values(&[route, response.status().as_str()])
+            .inc();
+        self.metrics
+            .http_request_duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    fn ready<B>(&self, request: &Request<B>) -> Result<Response<Full<Bytes>>, ApiError> {
+        only_get(request)?;
+        Ok(match self.readiness.check() {
+            Ok(()) => error::text(StatusCode::OK, "ready\n"),
+            Err(reason) => error::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            ),
+        })
+    }
+
+    fn metrics<B>(&self, request: &Request<B>) -> Result<Response<Full<Bytes>>, ApiError> {
+        only_get(request)?;
+        let mut response = error::text(StatusCode::OK, self.metrics.render());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(response)
+    }
+}
+
+fn health<B>(request: &Request<B>) -> Result<Response<Full<Bytes>>, ApiError> {
+    only_get(request)?;
+    Ok(error::text(StatusCode::OK, "ok\n"))
+}
+
+fn only_get<B>(request: &Request<B>) -> Result<(), ApiError> {
+    match *request.method() {
+        Method::GET | Method::HEAD => Ok(()),
+        _ => Err(ApiError::MethodNotAllowed("GET")),
+    }
+}

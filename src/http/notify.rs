@@ -1,0 +1,169 @@
+//! Event notifications: limit, read, verify, split, publish, answer.
+//!
+//! The order matters: the signature is checked over the exact raw bytes before anything
+//! parses them, and nothing is produced for a request that fails it.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use secrecy::ExposeSecret;
+
+use super::{ApiError, AppRoute, Gateway, error};
+use crate::config::AckMode;
+use crate::envelope::{self, Record};
+use crate::publish::PublishError;
+use crate::signature;
+
+impl Gateway {
+    pub(super) async fn notify<B>(
+        &self,
+        app: &AppRoute,
+        request: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let body = self.read_body(request).await;
+        let (signature_header, body) = body?;
+        self.check_signature(app, signature_header.as_ref().map(|h| h.as_bytes()), &body)?;
+
+        let received_at = envelope::timestamp(SystemTime::now());
+        let (records, deadletter_reason) = match envelope::split(
+            &self.routing,
+            &app.name,
+            &body,
+            &received_at,
+        ) {
+            Ok(records) => (records, None),
+            Err(error) => {
+                tracing::warn!(app = %app.name, reason = error.reason(), "authentic body is not a notification; keeping it on the dead-letter topic");
+                let record = envelope::dead_letter(
+                    &self.routing,
+                    &app.name,
+                    &body,
+                    error.reason(),
+                    &received_at,
+                );
+                (vec![record], Some(error.reason()))
+            }
+        };
+        let counted: Vec<&'static str> = records.iter().map(|record| record.field).collect();
+        self.publish(&app.name, records).await?;
+
+        // Counted once accepted, so Meta's retries of a refused request count once.
+        match deadletter_reason {
+            Some(reason) => self
+                .metrics
+                .deadletters
+                .with_label_values(&[&app.name, reason])
+                .inc(),
+            None => {
+                for field in counted {
+                    self.metrics
+                        .changes
+                        .with_label_values(&[&app.name, field])
+                        .inc();
+                }
+            }
+        }
+        Ok(error::text(StatusCode::OK, "accepted\n"))
+    }
+
+    async fn read_body<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<(Option<http::HeaderValue>, Bytes), ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.limits.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(ApiError::BodyTooLarge(limit));
+        }
+        let signature_header = request.headers().get(signature::HEADER).cloned();
+        let limited = Limited::new(
+            request.into_body(),
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        );
+        let collected = tokio::time::timeout(self.limits.request_timeout, limited.collect())
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?
+            .map_err(|error| {
+                if error.downcast_ref::<LengthLimitError>().is_some() {
+                    ApiError::BodyTooLarge(limit)
+                } else {
+                    ApiError::BodyRead
+                }
+            })?;
+        Ok((signature_header, collected.to_bytes()))
+    }
+
+    fn check_signature(
+        &self,
+        app: &AppRoute,
+        header: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let secrets = app.secrets.iter().map(|s| s.expose_secret().as_bytes());
+        match signature::verify(secrets, header, body) {
+            Ok(matched) => {
+                self.metrics
+                    .signature_matches
+                    .with_label_values(&[&app.name, matched.label()])
+                    .inc();
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics
+                    .signature_failures
+                    .with_label_values(&[&app.name, error.reason()])
+                    .inc();
+                tracing::debug!(app = %app.name, reason = error.reason(), "notification refused: bad signature");
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn publish(&self, app: &str, records: Vec<Record>) -> Result<(), ApiError> {
+        let unavailable = |error: PublishError| {
+            tracing::warn!(%app, %error, "notification not accepted; Meta will retry");
+            ApiError::Unavailable(error.to_string())
+        };
+        match self.limits.ack {
+            AckMode::Kafka => {
+                let delivered = async { self.sink.enqueue(app, records).await?.finish().await };
+                tokio::time::timeout(self.limits.kafka_ack_timeout, delivered)
+                    .await
+                    .map_err(|_| {
+                        unavailable(PublishError::Retryable(format!(
+                            "Kafka did not acknowledge within {} ms",
+                            self.limits.kafka_ack_timeout.as_millis()
+                        )))
+                    })?
+                    .map_err(unavailable)
+            }
+            AckMode::None => {
+                let publication = self.sink.enqueue(app, records).await.map_err(unavailable)?;
+                let app = app.to_owned();
+                tokio::spawn(async move {
+                    if let Err(error) = publication.finish().await {
+                        tracing::error!(%app, %error, "records acknowledged to Meta were lost (ack = \"none\")");
+                    }
+                });
+                Ok(())
+            }
+            AckMode::Spool => Err(ApiError::Unavailable(
+                "the spool is not available in this build".to_owned(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The gateway's Prometheus metrics (DESIGN §7), owned by the app and injected where they
+//! are counted; never a global registry.
+//!
+//! Every label value comes from a fixed set: routes, status codes, configured app names,
+//! documented field names (else `other`), the gateway's own topics (else `other`), and
+//! the reason enums of the modules that fail.
+
+use std::collections::HashSet;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Bucket bounds for request and delivery latencies, in seconds: Meta wants a median under
+/// 250 ms and fewer than 1% over 1 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// All metrics of one gateway instance.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `waba_gateway_http_requests_total{route,status}`.
+    pub http_requests: IntCounterVec,
+    /// `waba_gateway_http_request_duration_seconds{route}`.
+    pub http_request_duration: HistogramVec,
+    /// `waba_gateway_signature_failures_total{app,reason}`.
+    pub signature_failures: IntCounterVec,
+    /// `waba_gateway_signature_matches_total{app,secret}`: which secret verified
+    /// (`current` or `previous`), to know when a rotated-out secret can go.
+    pub signature_matches: IntCounterVec,
+    /// `waba_gateway_changes_total{app,field}`.
+    pub changes: IntCounterVec,
+    /// `waba_gateway_deadletters_total{app,reason}`.
+    pub deadletters: IntCounterVec,
+    /// `waba_gateway_kafka_records_total{topic,outcome}`.
+    pub kafka_records: IntCounterVec,
+    /// `waba_gateway_kafka_delivery_seconds`.
+    pub kafka_delivery: Histogram,
+    /// `waba_gateway_spool_entries`.
+    pub spool_entries: IntGauge,
+    /// `waba_gateway_spool_bytes`.
+    pub spool_bytes: IntGauge,
+    /// `waba_gateway_build_info{version}`.
+    pub build_info: IntGaugeVec,
+    topic_labels: HashSet<String>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a new registry. `topics` are the topic names that may be
+    /// used as labels; any other topic is counted as `other`.
+    pub fn new(topics: impl IntoIterator<Item = String>) -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric names and labels are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("each metric is registered once");
+            metric
+        };
+        let http_requests = counter(
+            "waba_gateway_http_requests_total",
+            "HTTP requests answered, by route and status code.",
+            &["route", "status"],
+        );
+        let signature_failures = counter(
+            "waba_gateway_signature_failures_total",
+            "Notifications refused because X-Hub-Signature-256 was missing, malformed or wrong.",
+            &["app", "reason"],
+        );
+        let signature_matches = counter(
+            "waba_gateway_signature_matches_total",
+            "Notifications whose signature verified, by which secret matched.",
+            &["app", "secret"],
+        );
+        let changes = counter(
+            "waba_gateway_changes_total",
+            "Changes split out of verified notifications, by app and field.",
+            &["app", "field"],
+        );
+        let deadletters = counter(
+            "waba_gateway_deadletters_total",
+            "Authentic bodies or records kept on the dead-letter topic, by reason.",
+            &["app", "reason"],
+        );
+        let kafka_records = counter(
+            "waba_gateway_kafka_records_total",
+            "Records produced to Kafka, by topic and outcome (ok or error).",
+            &["topic", "outcome"],
+        );
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "waba_gateway_http_request_duration_seconds",
+                "Time from the request's arrival to its answer.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid histogram");
+        let kafka_delivery = Histogram::with_opts(
+            HistogramOpts::new(
+                "waba_gateway_kafka_delivery_seconds",
+                "Time from enqueueing a record to Kafka's acknowledgement.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        let spool_entries = IntGauge::new(
+            "waba_gateway_spool_entries",
+            "Notifications on the local spool not yet released.",
+        )
+        .expect("valid gauge");
+        let spool_bytes = IntGauge::new(
+            "waba_gateway_spool_bytes",
+            "Bytes on the local spool not yet released.",
+        )
+        .expect("valid gauge");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "waba_gateway_build_info",
+                "Always 1; the version that runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid gauge");
+        for metric in [
+            Box::new(http_request_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(kafka_delivery.clone()),
+            Box::new(spool_entries.clone()),
+            Box::new(spool_bytes.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            registry
+                .register(metric)
+                .expect("each metric is registered once");
+        }
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Self {
+            registry,
+            http_requests,
+            http_request_duration,
+            signature_failures,
+            signature_matches,
+            changes,
+            deadletters,
+            kafka_records,
+            kafka_delivery,
+            spool_entries,
+            spool_bytes,
+            build_info,
+            topic_labels: topics.into_iter().collect(),
+        }
+    }
+
+    /// The label for `topic`: itself if it is one of the gateway's known topics, else
+    /// `other`.
+    pub fn topic_label<'a>(&self, topic: &'a str) -> &'a str {
+        if self.topic_labels.contains(topic) {
+            topic
+        } else {
+            "other"
+        }
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rendered_text_has_every_documented_metric() {
+        let metrics = Metrics::new(["whatsapp.messages".to_owned()]);
+        metrics
+            .http_requests
+            .with_label_values(&["webhook_notify", "200"])
+            .inc();
+        metrics
+            .http_request_duration
+            .with_label_values(&["webhook_notify"])
+            .observe(0.01);
+        metrics
+            .signature_failures
+            .with_label_values(&["default", "mismatch"])
+            .inc();
+        metrics
+            .changes
+            .with_label_values(&["default", "messages"])
+            .inc();
+        metrics
+            .deadletters
+            .with_label_values(&["default", "invalid_json"])
+            .inc();
+        metrics
+            .kafka_records
+            .with_label_values(&["whatsapp.messages", "ok"])
+            .inc();
+        metrics.kafka_delivery.observe(0.002);
+        let text = String::from_utf8(metrics.render()).expect("utf-8");
+        for name in [
+            "waba_gateway_http_requests_total{route=\"webhook_notify\",status=\"200\"} 1",
+            "waba_gateway_http_request_duration_seconds_bucket{route=\"webhook_notify\",le=\"0.01\"} 1",
+            "waba_gateway_signature_failures_total{app=\"default\",reason=\"mismatch\"} 1",
+            "waba_gateway_changes_total{app=\"default\",field=\"messages\"} 1",
+            "waba_gateway_deadletters_total{app=\"default\",reason=\"invalid_json\"} 1",
+            "waba_gateway_kafka_records_total{outcome=\"ok\",topic=\"whatsapp.messages\"} 1",
+            "waba_gateway_kafka_delivery_seconds_count 1",
+            "waba_gateway_spool_entries 0",
+            "waba_gateway_spool_bytes 0",
+            "waba_gateway_build_info{version=\"",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn topics_outside_the_known_set_are_labelled_other() {
+        let metrics = Metrics::new(["whatsapp.messages".to_owned()]);
+        assert_eq!(
+            metrics.topic_label("whatsapp.messages"),
+            "whatsapp.messages"
+        );
+        assert_eq!(metrics.topic_label("whatsapp.anything_else"), "other");
+    }
+}

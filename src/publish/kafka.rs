@@ -1,0 +1,341 @@
+//! The Kafka [`Publisher`]: rdkafka's `FutureProducer` (idempotent, `acks=all`, zstd) and an
+//! admin client that creates missing topics.
+//!
+//! Topics are created lazily, once per process, before the first record goes to them:
+//! many clusters disable auto-creation. A broker that cannot create topics (no
+//! permission, no CreateTopics support) is not an error here; producing then tells.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::{BoxFuture, Delivery, PublishError, Publisher};
+use crate::envelope::Record;
+
+/// Extra room for the envelope and headers on top of the largest body.
+const ENVELOPE_ROOM_BYTES: u64 = 64 * 1024;
+
+/// How the producer and its topics are set up.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `[kafka.librdkafka]`, applied last, so it can override every default.
+    pub librdkafka: BTreeMap<String, String>,
+    /// The largest body the gateway accepts; sizes the producer's and topics' limits.
+    pub max_body_bytes: u64,
+    /// `message.timeout.ms`: how long librdkafka keeps retrying one record.
+    pub message_timeout: Duration,
+    /// Whether to create missing topics.
+    pub create_topics: bool,
+    /// Partitions of created topics.
+    pub topic_partitions: i32,
+    /// Replication factor of created topics; -1 for the broker's default.
+    pub topic_replication_factor: i32,
+}
+
+impl KafkaOptions {
+    /// The largest record: a body plus envelope and headers.
+    pub fn max_message_bytes(&self) -> u64 {
+        (self.max_body_bytes + ENVELOPE_ROOM_BYTES).max(1_000_000)
+    }
+
+    /// The producer's librdkafka configuration: the gateway's defaults, then the operator's.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "waba-gateway")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "zstd")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", self.max_message_bytes().to_string())
+            .set(
+                "message.timeout.ms",
+                self.message_timeout.as_millis().to_string(),
+            );
+        for (key, value) in &self.librdkafka {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer's configuration for the same cluster (`tail`, tests): the brokers and the
+    /// operator's connection properties, without the producer's.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.librdkafka {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Produces records to Kafka.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    admin: Option<AdminClient<DefaultClientContext>>,
+    options: KafkaOptions,
+    known_topics: RwLock<HashSet<String>>,
+    creating: tokio::sync::Mutex<()>,
+}
+
+impl KafkaPublisher {
+    /// Creates the producer (and the admin client when topics are to be created). Nothing
+    /// connects yet.
+    pub fn new(options: KafkaOptions) -> Result<Self, KafkaError> {
+        let config = options.producer_config();
+        let producer: FutureProducer = config.create()?;
+        let admin = if options.create_topics {
+            Some(options.consumer_config().create()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            producer,
+            admin,
+            options,
+            known_topics: RwLock::new(HashSet::new()),
+            creating: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Fetches cluster metadata: proof that the brokers answer.
+    pub async fn check_connection(&self, timeout: Duration) -> Result<usize, KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|metadata| metadata.brokers().len())
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
+    async fn create_missing(&self, topics: &[&str]) -> Result<(), PublishError> {
+        let Some(admin) = &self.admin else {
+            return Ok(());
+        };
+        // One creation at a time, so concurrent first requests do not race to create.
+        let _creating = self.creating.lock().await;
+        let missing: Vec<&str> = {
+            let known = self.known_topics.read().expect("lock is never poisoned");
+            topics
+                .iter()
+                .copied()
+                .filter(|topic| !known.contains(*topic))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let max_message_bytes = self.options.max_message_bytes().to_string();
+        let new_topics: Vec<NewTopic> = missing
+            .iter()
+            .map(|topic| {
+                NewTopic::new(
+                    topic,
+                    self.options.topic_partitions,
+                    TopicReplication::Fixed(self.options.topic_replication_factor),
+                )
+                .set("max.message.bytes", &max_message_bytes)
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(Duration::from_secs(5)))
+            .operation_timeout(Some(Duration::from_secs(5)));
+        let results = match admin.create_topics(&new_topics, &options).await {
+            Ok(results) => results,
+            Err(KafkaError::AdminOp(code)) if cannot_create(code) => {
+                tracing::warn!(error = %code, "Kafka cannot create topics here; relying on topics that exist or are auto-created");
+                missing
+                    .iter()
+                    .map(|topic| Ok((*topic).to_owned()))
+                    .collect()
+            }
+            Err(error) => {
+                return Err(PublishError::Retryable(format!(
+                    "creating topics failed: {error}"
+                )));
+            }
+        };
+        let mut known = self.known_topics.write().expect("lock is never poisoned");
+        for result in results {
+            match result {
+                Ok(topic) => {
+                    tracing::info!(%topic, partitions = self.options.topic_partitions, "created topic");
+                    known.insert(topic);
+                }
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    known.insert(topic);
+                }
+                Err((topic, code)) if cannot_create(code) => {
+                    tracing::warn!(%topic, error = %code, "cannot create topic; producing to it as it is");
+                    known.insert(topic);
+                }
+                Err((topic, code)) => {
+                    return Err(PublishError::Retryable(format!(
+                        "creating topic {topic} failed: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors that mean "this broker will not create topics for us", as opposed to "not now".
+fn cannot_create(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::UnsupportedFeature
+            | RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::InvalidReplicationFactor
+            | RDKafkaErrorCode::InvalidConfig
+    )
+}
+
+/// Sorts a produce or delivery error into "retry later" and "this record can never go".
+fn classify(error: &KafkaError) -> PublishError {
+    let code = match error {
+        KafkaError::MessageProduction(code) => Some(*code),
+        _ => error.rdkafka_error_code(),
+    };
+    let reason = match code {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+            Some("record_too_large")
+        }
+        Some(RDKafkaErrorCode::InvalidRecord | RDKafkaErrorCode::InvalidMessage) => {
+            Some("invalid_record")
+        }
+        _ => None,
+    };
+    match reason {
+        Some(reason) => PublishError::Rejected {
+            reason,
+            detail: error.to_string(),
+        },
+        None => PublishError::Retryable(error.to_string()),
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn prepare<'a>(&'a self, topics: &'a [&'a str]) -> BoxFuture<'a, Result<(), PublishError>> {
+        let all_known = {
+            let known = self.known_topics.read().expect("lock is never poisoned");
+            topics.iter().all(|topic| known.contains(*topic))
+        };
+        if all_known || self.admin.is_none() {
+            Box::pin(std::future::ready(Ok(())))
+        } else {
+            Box::pin(self.create_missing(topics))
+        }
+    }
+
+    fn enqueue(&self, record: &Record) -> Result<Delivery, PublishError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let mut future_record = FutureRecord::<str, [u8]>::to(&record.topic)
+            .payload(&record.value)
+            .headers(headers);
+        if let Some(key) = &record.key {
+            future_record = future_record.key(key.as_str());
+        }
+        let delivery = self
+            .producer
+            .send_result(future_record)
+            .map_err(|(error, _)| classify(&error))?;
+        Ok(Box::pin(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(classify(&error)),
+                Err(_canceled) => Err(PublishError::Retryable(
+                    "the producer shut down before the broker answered".to_owned(),
+                )),
+            }
+        }))
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), PublishError>> {
+        let producer = self.producer.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || producer.flush(timeout))
+                .await
+                .map_err(|_| PublishError::Retryable("flush was interrupted".to_owned()))?
+                .map_err(|error| PublishError::Retryable(error.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> KafkaOptions {
+        KafkaOptions {
+            brokers: "k1:9092".to_owned(),
+            librdkafka: BTreeMap::from([("linger.ms".to_owned(), "20".to_owned())]),
+            max_body_bytes: 4 * 1024 * 1024,
+            message_timeout: Duration::from_secs(5),
+            create_topics: true,
+            topic_partitions: 6,
+            topic_replication_factor: -1,
+        }
+    }
+
+    #[test]
+    fn the_producer_is_idempotent_acks_all_zstd_and_sized_for_the_largest_body() {
+        let config = options().producer_config();
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("compression.type"), Some("zstd"));
+        assert_eq!(config.get("message.max.bytes"), Some("4259840"));
+        assert_eq!(config.get("message.timeout.ms"), Some("5000"));
+        assert_eq!(
+            config.get("linger.ms"),
+            Some("20"),
+            "operator overrides win"
+        );
+    }
+
+    #[test]
+    fn size_errors_are_rejections_and_the_rest_retryable() {
+        assert!(matches!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge
+            )),
+            PublishError::Rejected {
+                reason: "record_too_large",
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+            PublishError::Retryable(_)
+        ));
+        assert!(matches!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            PublishError::Retryable(_)
+        ));
+    }
+}

@@ -1,0 +1,83 @@
+//! An in-memory [`Publisher`] for handler tests: it records what it is given and can be told
+//! to fail the way Kafka does.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{BoxFuture, Delivery, PublishError, Publisher};
+use crate::envelope::Record;
+
+/// How the memory publisher answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Acknowledge every record at once.
+    #[default]
+    Accept,
+    /// Refuse to enqueue, as a full queue or a dead broker does.
+    Unavailable,
+    /// Enqueue but never acknowledge.
+    Hang,
+    /// Refuse records for this topic as too large; accept the rest.
+    RejectTopic(String),
+}
+
+/// Stores acknowledged records in order.
+#[derive(Debug, Default)]
+pub struct MemoryPublisher {
+    records: Mutex<Vec<Record>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+impl MemoryPublisher {
+    /// A publisher that accepts everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Changes how later records are answered.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().expect("lock is never poisoned") = behaviour;
+    }
+
+    /// Every acknowledged record so far.
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().expect("lock is never poisoned").clone()
+    }
+}
+
+impl Publisher for MemoryPublisher {
+    fn prepare<'a>(&'a self, _topics: &'a [&'a str]) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn enqueue(&self, record: &Record) -> Result<Delivery, PublishError> {
+        let behaviour = self
+            .behaviour
+            .lock()
+            .expect("lock is never poisoned")
+            .clone();
+        match behaviour {
+            Behaviour::Accept => {}
+            Behaviour::Unavailable => {
+                return Err(PublishError::Retryable("the broker is down".to_owned()));
+            }
+            Behaviour::Hang => return Ok(Box::pin(std::future::pending())),
+            Behaviour::RejectTopic(topic) if topic == record.topic => {
+                return Err(PublishError::Rejected {
+                    reason: "record_too_large",
+                    detail: "Broker: Message size too large".to_owned(),
+                });
+            }
+            Behaviour::RejectTopic(_) => {}
+        }
+        self.records
+            .lock()
+            .expect("lock is never poisoned")
+            .push(record.clone());
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+
+    fn flush(&self, _timeout: Duration) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

@@ -1,0 +1,208 @@
+//! Publishing records: the [`Publisher`] trait (Kafka in production, memory in handler
+//! tests) and the [`Sink`] that every ack mode goes through.
+//!
+//! Invariants of [`Sink::enqueue`] + [`Publication::finish`]:
+//! - a request's records are enqueued in their order, after their topics exist, so that
+//!   one conversation keeps its order on its partition;
+//! - `finish` returns `Ok` only when Kafka acknowledged every record (or, for a record the
+//!   broker refused as such, its copy on the dead-letter topic): nothing is dropped;
+//! - a full producer queue is an immediate [`PublishError::Retryable`]: backpressure,
+//!   never a hang.
+
+pub mod embedded;
+pub mod kafka;
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::envelope::Record;
+use crate::metrics::Metrics;
+
+/// A boxed future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Resolves when the broker acknowledged one enqueued record.
+pub type Delivery = BoxFuture<'static, Result<(), PublishError>>;
+
+/// Why a record is not in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Kafka cannot take it now (down, slow, queue full, timed out): answer 503, Meta retries.
+    #[error("Kafka cannot take the record now: {0}")]
+    Retryable(String),
+    /// Kafka refuses this record as it is (too large, invalid): retrying cannot help, so it
+    /// goes to the dead-letter topic. `reason` is a fixed label.
+    #[error("Kafka refused the record ({reason}): {detail}")]
+    Rejected {
+        /// Fixed label for `wa-error` and metrics.
+        reason: &'static str,
+        /// What the broker or client said.
+        detail: String,
+    },
+}
+
+/// Something records can be produced to.
+pub trait Publisher: Send + Sync + 'static {
+    /// Makes sure `topics` exist before anything is produced to them.
+    fn prepare<'a>(&'a self, topics: &'a [&'a str]) -> BoxFuture<'a, Result<(), PublishError>>;
+
+    /// Enqueues one record without waiting; the returned future resolves with the broker's
+    /// acknowledgement.
+    fn enqueue(&self, record: &Record) -> Result<Delivery, PublishError>;
+
+    /// Waits, up to `timeout`, until everything enqueued is acknowledged or failed.
+    fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, Result<(), PublishError>>;
+}
+
+/// The publisher with the metrics it counts into and the dead-letter topic it falls back
+/// to. Cheap to clone.
+#[derive(Clone)]
+pub struct Sink {
+    publisher: Arc<dyn Publisher>,
+    metrics: Arc<Metrics>,
+    deadletter_topic: Arc<str>,
+}
+
+impl Sink {
+    /// A sink over `publisher`.
+    pub fn new(
+        publisher: Arc<dyn Publisher>,
+        metrics: Arc<Metrics>,
+        deadletter_topic: &str,
+    ) -> Self {
+        Self {
+            publisher,
+            metrics,
+            deadletter_topic: deadletter_topic.into(),
+        }
+    }
+
+    /// The publisher behind this sink.
+    pub fn publisher(&self) -> &Arc<dyn Publisher> {
+        &self.publisher
+    }
+
+    /// Ensures the topics exist, then enqueues every record in order. Fails at once, with
+    /// nothing more enqueued, when the producer cannot take a record.
+    pub async fn enqueue(
+        &self,
+        app: &str,
+        records: Vec<Record>,
+    ) -> Result<Publication, PublishError> {
+        let mut topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        self.publisher.prepare(&topics).await?;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            let delivery = match self.publisher.enqueue(record) {
+                Ok(delivery) => delivery,
+                Err(rejected @ PublishError::Rejected { .. }) => {
+                    Box::pin(std::future::ready(Err(rejected)))
+                }
+                Err(error) => {
+                    self.count(&record.topic, false);
+                    return Err(error);
+                }
+            };
+            deliveries.push((Instant::now(), delivery));
+        }
+        Ok(Publication {
+            sink: self.clone(),
+            app: app.into(),
+            records,
+            deliveries,
+        })
+    }
+
+    fn count(&self, topic: &str, ok: bool) {
+        self.metrics
+            .kafka_records
+            .with_label_values(&[
+                self.metrics.topic_label(topic),
+                if ok { "ok" } else { "error" },
+            ])
+            .inc();
+    }
+}
+
+/// Records of one request, enqueued and awaiting acknowledgement.
+pub struct Publication {
+    sink: Sink,
+    app: Arc<str>,
+    records: Vec<Record>,
+    deliveries: Vec<(Instant, Delivery)>,
+}
+
+impl Publication {
+    /// Waits for every acknowledgement. A record the broker refused is produced to the
+    /// dead-letter topic instead (its envelope as value, the reason in `wa-error`, the
+    /// intended topic in `wa-topic`), and waited for in turn.
+    pub async fn finish(self) -> Result<(), PublishError> {
+        let Self {
+            sink,
+            app,
+            records,
+            deliveries,
+        } = self;
+        let mut outcome = Ok(());
+        let mut refused = Vec::new();
+        for (record, (enqueued_at, delivery)) in records.into_iter().zip(deliveries) {
+            let result = delivery.await;
+            sink.count(&record.topic, result.is_ok());
+            match result {
+                Ok(()) => sink
+                    .metrics
+                    .kafka_delivery
+                    .observe(enqueued_at.elapsed().as_secs_f64()),
+                Err(PublishError::Rejected { reason, detail }) => {
+                    tracing::warn!(app = %app, topic = %record.topic, reason, %detail, "Kafka refused a record; sending it to the dead-letter topic");
+                    sink.metrics
+                        .deadletters
+                        .with_label_values(&[&app, reason])
+                        .inc();
+                    refused.push(refused_record(
+                        &sink.deadletter_topic,
+                        record,
+                        reason,
+                        &detail,
+                    ));
+                }
+                Err(error) => outcome = Err(error),
+            }
+        }
+        outcome?;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let publication = Box::pin(sink.enqueue(&app, refused)).await?;
+        // A dead letter refused in turn cannot be kept anywhere: report it as retryable so
+        // Meta delivers the notification again rather than it being lost.
+        match Box::pin(publication.finish()).await {
+            Err(PublishError::Rejected { reason, detail }) => Err(PublishError::Retryable(
+                format!("the dead-letter topic refused a record too ({reason}: {detail})"),
+            )),
+            other => other,
+        }
+    }
+}
+
+fn refused_record(deadletter_topic: &str, record: Record, reason: &str, detail: &str) -> Record {
+    let mut headers: Vec<(&'static str, String)> = record
+        .headers
+        .into_iter()
+        .filter(|(name, _)| *name != "content-type")
+        .collect();
+    headers.push(("wa-error", format!("{reason}: {detail}")));
+    headers.push(("wa-topic", record.topic));
+    Record {
+        topic: deadletter_topic.to_owned(),
+        key: record.key,
+        headers,
+        value: record.value,
+        field: record.field,
+    }
+}

@@ -1,0 +1,246 @@
+//! `waba-gateway tail`: reads the gateway's topics and prints each record as one JSON line:
+//! `{"topic","partition","offset","timestamp","key","headers","value"}`. `value` is the
+//! record's JSON as it is, or a string when the record is not JSON (dead letters), or
+//! `value_base64` when it is not UTF-8.
+//!
+//! It assigns partitions directly (no consumer group, nothing committed), so it never
+//! disturbs the real consumers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::value::RawValue;
+
+use crate::routing::{Routing, is_routable_name};
+
+/// Which topics `tail` reads.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Exactly these topics.
+    Topics(Vec<String>),
+    /// Every topic of this layout that exists, including ones created later.
+    All(Routing),
+}
+
+/// What `tail` does.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Consumer configuration (brokers and connection properties).
+    pub config: ClientConfig,
+    /// The topics.
+    pub selection: Selection,
+    /// Start at the oldest record rather than after the newest.
+    pub from_beginning: bool,
+    /// Stop once every partition is read to its end.
+    pub exit_at_end: bool,
+    /// Stop after this many records.
+    pub max_records: Option<u64>,
+}
+
+/// Reads records and writes JSON lines to `out` until the end (with `exit_at_end`), the
+/// record limit, or forever. Returns how many records were printed.
+pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
+    let mut config = options.config.clone();
+    config
+        .set("group.id", "waba-gateway-tail")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = config.create().context("creating the Kafka consumer")?;
+    let start = if options.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut assigned = TopicPartitionList::new();
+    // For `exit_at_end`: the offset each partition must reach, taken when it was assigned.
+    let mut remaining: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut printed = 0;
+    let mut last_refresh: Option<Instant> = None;
+    loop {
+        let refresh_due = last_refresh.is_none_or(|at| at.elapsed() > Duration::from_secs(2));
+        if refresh_due && !(options.exit_at_end && last_refresh.is_some()) {
+            last_refresh = Some(Instant::now());
+            for (topic, partition) in
+                assign_new(&consumer, &options.selection, &mut assigned, start)?
+            {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                    .context("reading partition offsets")?;
+                if options.from_beginning && high > low {
+                    remaining.insert((topic, partition), high);
+                }
+            }
+            consumer.assign(&assigned).context("assigning partitions")?;
+        }
+        if options.exit_at_end && remaining.is_empty() {
+            return Ok(printed);
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(message)) => {
+                writeln!(out, "{}", line(&message)).context("writing to standard output")?;
+                out.flush().context("writing to standard output")?;
+                printed += 1;
+                let slot = (message.topic().to_owned(), message.partition());
+                if remaining
+                    .get(&slot)
+                    .is_some_and(|high| message.offset() + 1 >= *high)
+                {
+                    remaining.remove(&slot);
+                }
+                if options.max_records.is_some_and(|max| printed >= max) {
+                    return Ok(printed);
+                }
+            }
+            Some(Err(error)) => return Err(error).context("reading from Kafka"),
+        }
+    }
+}
+
+/// Adds the partitions of selected topics not assigned yet; returns the ones added.
+fn assign_new(
+    consumer: &BaseConsumer,
+    selection: &Selection,
+    assigned: &mut TopicPartitionList,
+    start: Offset,
+) -> anyhow::Result<Vec<(String, i32)>> {
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("fetching the topic list from Kafka (are the brokers right?)")?;
+    let known: BTreeSet<String> = assigned
+        .elements()
+        .iter()
+        .map(|e| e.topic().to_owned())
+        .collect();
+    let mut added = Vec::new();
+    for topic in metadata.topics() {
+        let wanted = match selection {
+            Selection::Topics(topics) => topics.iter().any(|t| t == topic.name()),
+            Selection::All(routing) => matches_layout(routing, topic.name()),
+        };
+        if !wanted || known.contains(topic.name()) || topic.error().is_some() {
+            continue;
+        }
+        for partition in topic.partitions() {
+            assigned
+                .add_partition_offset(topic.name(), partition.id(), start)
+                .context("assigning a partition")?;
+            added.push((topic.name().to_owned(), partition.id()));
+        }
+    }
+    Ok(added)
+}
+
+/// True for topics the layout can produce to: the fallbacks, overrides, and anything the
+/// template yields for a routable field (and object).
+pub fn matches_layout(routing: &Routing, topic: &str) -> bool {
+    if routing.known_topics().iter().any(|t| t == topic) {
+        return true;
+    }
+    // Try the template: the field is whatever is left between its fixed parts.
+    let probe = routing.topic(Some("whatsapp_business_account"), Some("x"));
+    let Some(field_at) = probe.rfind('x') else {
+        return false;
+    };
+    let (prefix, suffix) = (&probe[..field_at], &probe[field_at + 1..]);
+    topic
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .is_some_and(|field| {
+            is_routable_name(field)
+                && routing.topic(Some("whatsapp_business_account"), Some(field)) == topic
+        })
+}
+
+fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
+    let mut headers = BTreeMap::new();
+    if let Some(list) = message.headers() {
+        for header in list.iter() {
+            headers.insert(
+                header.key.to_owned(),
+                String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+            );
+        }
+    }
+    let payload = message.payload().unwrap_or_default();
+    let mut object = serde_json::Map::new();
+    object.insert("topic".into(), message.topic().into());
+    object.insert("partition".into(), message.partition().into());
+    object.insert("offset".into(), message.offset().into());
+    object.insert(
+        "timestamp".into(),
+        message
+            .timestamp()
+            .to_millis()
+            .map_or(serde_json::Value::Null, Into::into),
+    );
+    object.insert(
+        "key".into(),
+        message.key().map_or(serde_json::Value::Null, |key| {
+            String::from_utf8_lossy(key).into()
+        }),
+    );
+    object.insert(
+        "headers".into(),
+        serde_json::to_value(headers).expect("a map of strings is JSON"),
+    );
+    let mut text = serde_json::to_string(&object).expect("a JSON map prints");
+    // Append the value last, as raw JSON when it is JSON, so it is printed byte for byte.
+    text.pop();
+    match std::str::from_utf8(payload) {
+        Ok(utf8) if serde_json::from_str::<&RawValue>(utf8).is_ok() => {
+            text.push_str(",\"value\":");
+            text.push_str(utf8.trim());
+        }
+        Ok(utf8) => {
+            text.push_str(",\"value\":");
+            text.push_str(&serde_json::to_string(utf8).expect("a string is JSON"));
+        }
+        Err(_) => {
+            text.push_str(",\"value_base64\":");
+            text.push_str(
+                &serde_json::to_string(&base64::engine::general_purpose::STANDARD.encode(payload))
+                    .expect("a string is JSON"),
+            );
+        }
+    }
+    text.push('}');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_matches_the_topics_it_can_produce_to() {
+        let routing = Routing::new(
+            "whatsapp.{field}",
+            BTreeMap::from([("messages".to_owned(), "wa.inbound".to_owned())]),
+            "whatsapp.unrouted",
+            "whatsapp.deadletter",
+        );
+        for topic in [
+            "wa.inbound",
+            "whatsapp.unrouted",
+            "whatsapp.deadletter",
+            "whatsapp.security",
+            "whatsapp.brand_new_field",
+        ] {
+            assert!(matches_layout(&routing, topic), "{topic}");
+        }
+        for topic in [
+            "whatsapp.messages",
+            "other.security",
+            "whatsapp.Upper",
+            "__consumer_offsets",
+        ] {
+            assert!(!matches_layout(&routing, topic), "{topic}");
+        }
+    }
+}
