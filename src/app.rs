@@ -293,7 +293,7 @@ where
 fn write_address_file(path: &std::path::Path, address: &str) {
     let written = path
         .parent()
-        .map_or(Ok(()), |dir| std::fs::create_dir_all(dir))
+        .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| std::fs::write(path, address));
     match written {
         Ok(()) => {

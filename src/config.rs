@@ -480,7 +480,7 @@ impl Settings {
                 server.request_timeout_ms, self.shutdown.drain_timeout_ms
             ));
         }
-        if server.listen == self.admin.listen {
+        if server.listen == self.admin.listen && server.listen.port() != 0 {
             problems.push(format!(
                 "admin.listen = {} is the same address as server.listen; give them different \
                  ports",

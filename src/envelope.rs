@@ -530,7 +530,7 @@ mod tests {
             "multi_two_entries_three_fields_each.json",
             "messages_location.json",
         ] {
-            let body = fixture(&name);
+            let body = fixture(name);
             let parsed: Value = serde_json::from_slice(&body).expect("fixture is JSON");
             let changes: Vec<&Value> = parsed["entry"]
                 .as_array()

@@ -2,6 +2,8 @@
 //! `log.level`. Log lines carry fields first, then a short sentence; secrets, payloads and
 //! phone numbers are never logged.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -14,6 +16,7 @@ pub fn init(level: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let installed = match format {
         LogFormat::Text => builder.try_init(),

@@ -1,0 +1,297 @@
+//! Test helpers: a gateway on 127.0.0.1:0, real HTTP requests signed like Meta's, and a
+//! consumer that reads back what reached the broker.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use waba_gateway::app::{App, Dependencies};
+use waba_gateway::config::Settings;
+use waba_gateway::publish::Publisher;
+use waba_gateway::publish::memory::MemoryPublisher;
+
+pub const SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+
+/// A running gateway.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub memory: Option<Arc<MemoryPublisher>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for tests: loopback listeners on free ports, one app `default` at `/webhook`
+/// with [`SECRET`] and [`VERIFY_TOKEN`], plus `extra` variables.
+pub fn settings(brokers: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut env: Vec<(String, String)> = [
+        ("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0"),
+        ("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0"),
+        ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+        ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+        ("WABA_GATEWAY__KAFKA__BROKERS", brokers),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    Settings::load(None, env.drain(..)).expect("test settings are valid")
+}
+
+/// A gateway that publishes to memory.
+pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
+    let memory = Arc::new(MemoryPublisher::new());
+    let mut app = spawn_with(
+        settings("memory:0", extra),
+        Some(memory.clone() as Arc<dyn Publisher>),
+    )
+    .await;
+    app.memory = Some(memory);
+    app
+}
+
+/// A gateway that publishes with the real producer to librdkafka's mock cluster at
+/// `brokers`. The mock has no CreateTopics (it times out) and creates topics on first use,
+/// so topic creation is off here; the end-to-end suite covers it on a real broker.
+pub async fn spawn_kafka_app(brokers: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![("WABA_GATEWAY__KAFKA__CREATE_TOPICS", "false")];
+    env.extend_from_slice(extra);
+    spawn_with(settings(brokers, &env), None).await
+}
+
+pub async fn spawn_with(settings: Settings, publisher: Option<Arc<dyn Publisher>>) -> TestApp {
+    let app = App::build(settings, Dependencies { publisher })
+        .await
+        .expect("the app builds");
+    let (addr, admin_addr) = (app.public_addr(), app.admin_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        admin_addr,
+        memory: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// POSTs `body` to `/webhook`, signed with [`SECRET`].
+    pub async fn notify(&self, body: &[u8]) -> Answer {
+        let signature = sign(SECRET, body);
+        post(
+            &self.url("/webhook"),
+            body,
+            &[("x-hub-signature-256", &signature)],
+        )
+        .await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(&self.admin_url("/readyz")).await.status != 200 {
+            assert!(Instant::now() < deadline, "the gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of one metric line, e.g. `waba_gateway_changes_total{app="default",field="messages"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = get(&self.admin_url("/metrics")).await.text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.parse().expect("a metric value"))
+    }
+
+    /// Triggers shutdown and waits for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.task
+            .take()
+            .expect("stopped once")
+            .await
+            .expect("the app task")
+    }
+
+    /// Triggers shutdown without waiting.
+    pub fn begin_stop(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.task.take().expect("stopped once")
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    waba_gateway::signature::sign(secret.as_bytes(), body)
+}
+
+pub async fn get(url: &str) -> Answer {
+    request(http::Method::GET, url, Bytes::new(), &[]).await
+}
+
+pub async fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Answer {
+    request(
+        http::Method::POST,
+        url,
+        Bytes::copy_from_slice(body),
+        headers,
+    )
+    .await
+}
+
+pub async fn request(
+    method: http::Method,
+    url: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = client
+        .request(builder.body(Full::new(body)).expect("a valid request"))
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a whole body")
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The project's own fixture `name`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Meta's payloads beside the repository, when the folder is there.
+pub fn shared_fixtures_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/meta-payloads");
+    dir.is_dir().then_some(dir)
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub value: Vec<u8>,
+}
+
+impl Consumed {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("the record is JSON")
+    }
+
+    pub fn event_id(&self) -> &str {
+        &self.headers["wa-event-id"]
+    }
+}
+
+/// Reads `topics` from the beginning until `count` records arrived (or 20 s passed), then
+/// a little longer to catch any extra record. Uses its own consumer, not the gateway's code.
+pub fn consume(brokers: &str, topics: &[&str], count: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "waba-gateway-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for partition in metadata.topics()[0].partitions() {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .expect("assignable");
+        }
+    }
+    consumer.assign(&assignment).expect("assigned");
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut settle: Option<Instant> = None;
+    while Instant::now() < deadline && settle.is_none_or(|at| Instant::now() < at) {
+        if records.len() >= count && settle.is_none() {
+            settle = Some(Instant::now() + Duration::from_millis(500));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("a record");
+        let headers = message
+            .headers()
+            .map(|list| {
+                list.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Consumed {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+            value: message.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    records
+}

@@ -1,0 +1,302 @@
+//! The real rdkafka producer against librdkafka's mock cluster, over TCP: exact records,
+//! and broker faults that must never produce a 200 without Kafka's acknowledgement.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const ALL_TOPICS: &[&str] = &[
+    "whatsapp.messages",
+    "whatsapp.phone_number_quality_update",
+    "whatsapp.message_template_status_update",
+    "whatsapp.account_review_update",
+    "whatsapp.template_category_update",
+];
+
+/// The exact bytes of the envelope's `value` member: the envelope ends `"value":<raw>}`.
+fn value_bytes(value: &[u8]) -> &[u8] {
+    let marker = b",\"value\":";
+    let start = value
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("an envelope value")
+        + marker.len();
+    &value[start..value.len() - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entries_of_three_changes_become_six_exact_records_with_stable_event_ids() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let app = spawn_kafka_app(&brokers, &[]).await;
+    app.wait_ready().await;
+    let body = fixture("multi_two_entries_three_fields_each.json");
+    let answer = app.notify(&body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        app.notify(&body).await.status,
+        200,
+        "Meta's retry of the same body"
+    );
+
+    let records = consume(&brokers, ALL_TOPICS, 12);
+    assert_eq!(records.len(), 12, "exactly six records per POST");
+
+    let parsed: Value = serde_json::from_slice(&body).expect("fixture");
+    let mut expected = Vec::new();
+    for entry in parsed["entry"].as_array().expect("entries") {
+        for change in entry["changes"].as_array().expect("changes") {
+            expected.push((entry, change));
+        }
+    }
+    let mut ids_per_delivery: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &records {
+        let envelope = record.json();
+        let (entry, change) = expected
+            .iter()
+            .find(|(_, change)| change["value"] == envelope["value"])
+            .expect("every record is one of the changes");
+        let field = change["field"].as_str().expect("field");
+        assert_eq!(record.topic, format!("whatsapp.{field}"));
+        let raw = value_bytes(&record.value);
+        assert!(
+            body.windows(raw.len()).any(|w| w == raw),
+            "the value is the change's bytes exactly"
+        );
+        assert_eq!(envelope["field"], field);
+        assert_eq!(envelope["entry_id"], entry["id"]);
+        assert_eq!(envelope["entry_time"], entry["time"]);
+        assert_eq!(envelope["object"], "whatsapp_business_account");
+        assert_eq!(envelope["app"], "default");
+        assert_eq!(envelope["event_id"], record.event_id());
+        let expected_key = if field == "messages" {
+            "420123456789002:4915112345678".to_owned()
+        } else {
+            entry["id"].as_str().expect("id").to_owned()
+        };
+        assert_eq!(record.key.as_deref(), Some(expected_key.as_str()));
+        let header_names: BTreeSet<&str> = record.headers.keys().map(String::as_str).collect();
+        assert_eq!(
+            header_names,
+            BTreeSet::from([
+                "content-type",
+                "wa-app",
+                "wa-entry-id",
+                "wa-event-id",
+                "wa-field",
+                "wa-object"
+            ])
+        );
+        *ids_per_delivery
+            .entry(record.event_id().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(ids_per_delivery.len(), 6, "six distinct changes");
+    assert!(
+        ids_per_delivery.values().all(|count| *count == 2),
+        "each change has the same event_id in both deliveries: {ids_per_delivery:?}"
+    );
+    assert_eq!(
+        app.metric(r#"waba_gateway_kafka_records_total{outcome="ok",topic="whatsapp.messages"}"#)
+            .await,
+        4.0
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_conversation_keeps_its_order_on_one_partition() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let app = spawn_kafka_app(&brokers, &[]).await;
+    app.wait_ready().await;
+    let template = String::from_utf8(fixture("messages_text.json")).expect("utf-8");
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        let body = template.replace("wamid.GW1763770001AAA=", &format!("wamid.order-{n:02}"));
+        assert_eq!(app.notify(body.as_bytes()).await.status, 200);
+        sent.push(format!("wamid.order-{n:02}"));
+    }
+    let records = consume(&brokers, &["whatsapp.messages"], 20);
+    let partitions: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions.len(), 1, "one key, one partition");
+    let received: Vec<String> = records
+        .iter()
+        .map(|r| {
+            r.json()["value"]["messages"][0]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(received, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_and_a_dead_broker_get_503_within_the_ack_timeout_never_200() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let app = spawn_kafka_app(
+        &brokers,
+        &[("WABA_GATEWAY__DELIVERY__KAFKA_ACK_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    app.wait_ready().await;
+    let template = String::from_utf8(fixture("messages_text.json")).expect("utf-8");
+    let body =
+        |n: usize| template.replace("wamid.GW1763770001AAA=", &format!("wamid.fault-{n:03}"));
+
+    // Warm up: the topic exists and the producer has its id.
+    assert_eq!(app.notify(body(0).as_bytes()).await.status, 200);
+    let mut accepted = vec![0];
+
+    // Every Produce request fails with a retriable error.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500],
+    );
+    for n in 1..=3 {
+        let started = Instant::now();
+        let answer = app.notify(body(n).as_bytes()).await;
+        let elapsed = started.elapsed();
+        assert_eq!(answer.status, 503, "produce errors: {}", answer.text());
+        assert!(
+            elapsed < Duration::from_millis(2500),
+            "answered in {elapsed:?}"
+        );
+        assert_eq!(answer.headers["retry-after"], "5");
+    }
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+
+    // The broker goes away entirely.
+    cluster.broker_down(1).expect("broker down");
+    for n in 4..=5 {
+        let started = Instant::now();
+        let answer = app.notify(body(n).as_bytes()).await;
+        assert_eq!(answer.status, 503, "broker down");
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    cluster.broker_up(1).expect("broker up");
+
+    // Back to normal: accepted again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 100;
+    loop {
+        let answer = app.notify(body(n).as_bytes()).await;
+        if answer.status == 200 {
+            accepted.push(n);
+            break;
+        }
+        assert_eq!(answer.status, 503);
+        assert!(Instant::now() < deadline, "the gateway did not recover");
+        n += 1;
+    }
+
+    // Every 200 is in Kafka. (A 503'd body may be there too: Meta's retry makes it a
+    // duplicate with the same event_id, which is at-least-once.)
+    let records = consume(&brokers, &["whatsapp.messages"], accepted.len());
+    let ids: BTreeSet<String> = records
+        .iter()
+        .map(|r| {
+            r.json()["value"]["messages"][0]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    for n in &accepted {
+        assert!(
+            ids.contains(&format!("wamid.fault-{n:03}")),
+            "200 for {n} but not in Kafka"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrent_load_with_faults_every_200_is_in_kafka() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let app = spawn_kafka_app(
+        &brokers,
+        &[("WABA_GATEWAY__DELIVERY__KAFKA_ACK_TIMEOUT_MS", "800")],
+    )
+    .await;
+    app.wait_ready().await;
+    let template = String::from_utf8(fixture("messages_status_delivered.json")).expect("utf-8");
+    let url = app.url("/webhook");
+    let send = |n: usize| {
+        let body = template.replace("wamid.GWout0001AAA=", &format!("wamid.load-{n:04}"));
+        let url = url.clone();
+        tokio::spawn(async move {
+            let signature = sign(SECRET, body.as_bytes());
+            let answer = post(
+                &url,
+                body.as_bytes(),
+                &[("x-hub-signature-256", &signature)],
+            )
+            .await;
+            (n, answer.status)
+        })
+    };
+    // 25 ms apart: each fault lasts well over the 800 ms ack timeout, so some requests
+    // must be refused, and librdkafka's retries carry others across the fault's end.
+    let mut tasks = Vec::new();
+    for n in 0..140 {
+        match n {
+            20 => cluster.request_errors(
+                RDKafkaApiKey::Produce,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5000],
+            ),
+            70 => cluster.clear_request_errors(RDKafkaApiKey::Produce),
+            85 => cluster.broker_down(1).expect("down"),
+            130 => cluster.broker_up(1).expect("up"),
+            _ => {}
+        }
+        tasks.push(send(n));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut ok = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (n, status) = task.await.expect("request task");
+        match status {
+            200 => ok.push(n),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        !ok.is_empty() && refused > 0,
+        "{} ok, {refused} refused",
+        ok.len()
+    );
+    eprintln!("{} answered 200, {refused} answered 503", ok.len());
+    let records = consume(&brokers, &["whatsapp.messages"], ok.len());
+    let ids: BTreeSet<String> = records
+        .iter()
+        .map(|r| {
+            r.json()["value"]["statuses"][0]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    let missing: Vec<usize> = ok
+        .iter()
+        .copied()
+        .filter(|n| !ids.contains(&format!("wamid.load-{n:04}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "answered 200 but not in Kafka: {missing:?}"
+    );
+}

@@ -1,0 +1,347 @@
+//! POST notifications against an in-memory publisher: statuses, records, metrics.
+
+use std::time::{Duration, Instant};
+
+use waba_gateway::publish::memory::Behaviour;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_signed_notification_is_accepted_and_split_into_records() {
+    let app = spawn_app(&[]).await;
+    let body = fixture("multi_two_entries_three_fields_each.json");
+    let answer = app.notify(&body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let records = app.memory.as_ref().expect("memory").records();
+    let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "whatsapp.messages",
+            "whatsapp.phone_number_quality_update",
+            "whatsapp.message_template_status_update",
+            "whatsapp.messages",
+            "whatsapp.account_review_update",
+            "whatsapp.template_category_update",
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.header("wa-app") == Some("default"))
+    );
+    assert_eq!(
+        app.metric(r#"waba_gateway_changes_total{app="default",field="messages"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(r#"waba_gateway_signature_matches_total{app="default",secret="current"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_bad_signature_gets_401_stores_nothing_and_is_counted_by_reason() {
+    let app = spawn_app(&[]).await;
+    let body = fixture("messages_text.json");
+    let good = sign(SECRET, &body);
+    let mut tampered = body.clone();
+    tampered[40] ^= 1;
+    let cases: [(&[u8], Option<String>, &str); 5] = [
+        (&tampered, Some(good.clone()), "mismatch"),
+        (&body, Some(sign("another-secret", &body)), "mismatch"),
+        (&body, None, "missing"),
+        (
+            &body,
+            Some(good.trim_start_matches("sha256=").to_owned()),
+            "malformed",
+        ),
+        (
+            &body,
+            Some("sha1=2fd4e1c67a2d28fced849ee1bb76e7391b93eb12".to_owned()),
+            "malformed",
+        ),
+    ];
+    for (body, header, _) in &cases {
+        let headers: Vec<(&str, &str)> = header
+            .iter()
+            .map(|h| ("x-hub-signature-256", h.as_str()))
+            .collect();
+        let answer = post(&app.url("/webhook"), body, &headers).await;
+        assert_eq!(answer.status, 401);
+    }
+    // Meta's SHA-1 header alone is not enough.
+    let answer = post(
+        &app.url("/webhook"),
+        &body,
+        &[(
+            "x-hub-signature",
+            "sha1=2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+        )],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    assert!(app.memory.as_ref().expect("memory").records().is_empty());
+    for (reason, count) in [("mismatch", 2.0), ("missing", 2.0), ("malformed", 2.0)] {
+        assert_eq!(
+            app.metric(&format!(
+                r#"waba_gateway_signature_failures_total{{app="default",reason="{reason}"}}"#
+            ))
+            .await,
+            count,
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_previous_secret_is_accepted_during_rotation_and_counted_as_previous() {
+    let app = spawn_app(&[(
+        "WABA_GATEWAY__APPS__DEFAULT__PREVIOUS_SECRETS",
+        "old-1,old-2",
+    )])
+    .await;
+    let body = fixture("security.json");
+    let signature = sign("old-2", &body);
+    let answer = post(
+        &app.url("/webhook"),
+        &body,
+        &[("x-hub-signature-256", &signature)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        app.metric(r#"waba_gateway_signature_matches_total{app="default",secret="previous"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_authentic_body_that_is_not_a_notification_goes_to_the_dead_letter_topic_with_200() {
+    let app = spawn_app(&[]).await;
+    for (body, reason) in [
+        (&b"this is not json"[..], "invalid_json"),
+        (
+            b"{\"object\":\"whatsapp_business_account\"}",
+            "missing_entry",
+        ),
+        (b"", "empty_body"),
+        (b"{\"entry\":\"\xff\"}", "invalid_utf8"),
+    ] {
+        let answer = app.notify(body).await;
+        assert_eq!(answer.status, 200, "{reason}");
+        let records = app.memory.as_ref().expect("memory").records();
+        let last = records.last().expect("a dead letter");
+        assert_eq!(last.topic, "whatsapp.deadletter");
+        assert_eq!(last.value, body, "the raw body, byte for byte");
+        assert_eq!(last.header("wa-error"), Some(reason));
+        assert_eq!(last.header("wa-app"), Some("default"));
+        assert!(last.header("wa-received-at").is_some());
+        assert_eq!(
+            app.metric(&format!(
+                r#"waba_gateway_deadletters_total{{app="default",reason="{reason}"}}"#
+            ))
+            .await,
+            1.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_whether_declared_or_streamed() {
+    let app = spawn_app(&[("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "2048")]).await;
+    let body = vec![b'x'; 4096];
+    let signature = sign(SECRET, &body);
+    let answer = post(
+        &app.url("/webhook"),
+        &body,
+        &[("x-hub-signature-256", &signature)],
+    )
+    .await;
+    assert_eq!(answer.status, 413);
+    // Without Content-Length: chunked transfer encoding, counted as it streams.
+    let answer = chunked_post(app.addr, "/webhook", &body, &signature).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(app.memory.as_ref().expect("memory").records().is_empty());
+}
+
+async fn chunked_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &[u8],
+    signature: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\nx-hub-signature-256: {signature}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    for chunk in body.chunks(1000) {
+        let _ = stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
+        let _ = stream.write_all(chunk).await;
+        let _ = stream.write_all(b"\r\n").await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = vec![0; 1024];
+    let read = stream.read(&mut answer).await.expect("read");
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn when_kafka_cannot_take_the_records_meta_gets_503_with_retry_after() {
+    let app = spawn_app(&[]).await;
+    app.memory
+        .as_ref()
+        .expect("memory")
+        .set_behaviour(Behaviour::Unavailable);
+    let answer = app.notify(&fixture("messages_text.json")).await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.headers["retry-after"], "5");
+    assert_eq!(
+        app.metric(r#"waba_gateway_changes_total{app="default",field="messages"}"#)
+            .await,
+        0.0,
+        "nothing is counted as accepted"
+    );
+}
+
+#[tokio::test]
+async fn when_kafka_never_acknowledges_meta_gets_503_within_the_ack_timeout() {
+    let app = spawn_app(&[("WABA_GATEWAY__DELIVERY__KAFKA_ACK_TIMEOUT_MS", "300")]).await;
+    app.memory
+        .as_ref()
+        .expect("memory")
+        .set_behaviour(Behaviour::Hang);
+    let started = Instant::now();
+    let answer = app.notify(&fixture("messages_text.json")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 503);
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1300),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_record_kafka_refuses_goes_to_the_dead_letter_topic_with_the_reason() {
+    let app = spawn_app(&[]).await;
+    let memory = app.memory.as_ref().expect("memory");
+    memory.set_behaviour(Behaviour::RejectTopic("whatsapp.history".to_owned()));
+    let answer = app.notify(&fixture("history.json")).await;
+    assert_eq!(answer.status, 200);
+    let records = memory.records();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.topic, "whatsapp.deadletter");
+    assert_eq!(record.header("wa-topic"), Some("whatsapp.history"));
+    assert!(
+        record
+            .header("wa-error")
+            .is_some_and(|e| e.starts_with("record_too_large: ")),
+        "{:?}",
+        record.header("wa-error")
+    );
+    let envelope: serde_json::Value = serde_json::from_slice(&record.value).expect("envelope");
+    assert_eq!(envelope["field"], "history");
+}
+
+#[tokio::test]
+async fn an_array_of_notifications_is_accepted() {
+    let app = spawn_app(&[]).await;
+    let answer = app
+        .notify(&fixture("array_of_two_notifications.json"))
+        .await;
+    assert_eq!(answer.status, 200);
+    let topics: Vec<String> = app
+        .memory
+        .as_ref()
+        .expect("memory")
+        .records()
+        .into_iter()
+        .map(|r| r.topic)
+        .collect();
+    assert_eq!(topics, ["whatsapp.security", "whatsapp.account_update"]);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_404_and_405() {
+    let app = spawn_app(&[]).await;
+    assert_eq!(get(&app.url("/nope")).await.status, 404);
+    let answer = request(
+        http::Method::PUT,
+        &app.url("/webhook"),
+        bytes::Bytes::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.headers["allow"], "GET, POST");
+    assert_eq!(get(&app.admin_url("/webhook")).await.status, 404);
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_on_both_listeners() {
+    let app = spawn_app(&[]).await;
+    for url in [app.url("/healthz"), app.admin_url("/healthz")] {
+        assert_eq!(get(&url).await.status, 200);
+    }
+    app.wait_ready().await;
+    assert_eq!(get(&app.url("/readyz")).await.status, 200);
+    let metrics = get(&app.admin_url("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .text()
+            .contains("waba_gateway_build_info{version=\"")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_turns_readiness_off_at_once_and_lets_a_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut app = spawn_app(&[]).await;
+    app.wait_ready().await;
+    let body = fixture("messages_text.json");
+    let signature = sign(SECRET, &body);
+    // A request whose body is still arriving when shutdown begins.
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\nx-hub-signature-256: {signature}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(&body[..10]).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let admin = app.admin_url("/readyz");
+    let stopping = app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        get(&admin).await.status,
+        503,
+        "not ready from the first moment"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(app.addr).await.is_err(),
+        "no new connections are taken"
+    );
+
+    stream.write_all(&body[10..]).await.expect("write");
+    let mut answer = vec![0; 512];
+    let read = stream.read(&mut answer).await.expect("read");
+    assert!(
+        answer[..read].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..read])
+    );
+    stopping.await.expect("task").expect("clean stop");
+    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 1);
+}
