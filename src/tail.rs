@@ -157,41 +157,38 @@ pub fn matches_layout(routing: &Routing, topic: &str) -> bool {
         })
 }
 
+/// The metadata members of a printed line, in the order they are printed.
+#[derive(serde::Serialize)]
+struct LineHead<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<std::borrow::Cow<'a, str>>,
+    headers: BTreeMap<&'a str, std::borrow::Cow<'a, str>>,
+}
+
 fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
-    let mut headers = BTreeMap::new();
-    if let Some(list) = message.headers() {
-        for header in list.iter() {
-            headers.insert(
-                header.key.to_owned(),
-                String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-            );
-        }
-    }
-    let payload = message.payload().unwrap_or_default();
-    let mut object = serde_json::Map::new();
-    object.insert("topic".into(), message.topic().into());
-    object.insert("partition".into(), message.partition().into());
-    object.insert("offset".into(), message.offset().into());
-    object.insert(
-        "timestamp".into(),
-        message
-            .timestamp()
-            .to_millis()
-            .map_or(serde_json::Value::Null, Into::into),
-    );
-    object.insert(
-        "key".into(),
-        message.key().map_or(serde_json::Value::Null, |key| {
-            String::from_utf8_lossy(key).into()
-        }),
-    );
-    object.insert(
-        "headers".into(),
-        serde_json::to_value(headers).expect("a map of strings is JSON"),
-    );
-    let mut text = serde_json::to_string(&object).expect("a JSON map prints");
-    // Append the value last, as raw JSON when it is JSON, so it is printed byte for byte.
+    let headers = message
+        .headers()
+        .map(|list| {
+            list.iter()
+                .map(|h| (h.key, String::from_utf8_lossy(h.value.unwrap_or_default())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let head = LineHead {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message.key().map(String::from_utf8_lossy),
+        headers,
+    };
+    let mut text = serde_json::to_string(&head).expect("a record's metadata is JSON");
+    // The value goes last, as raw JSON when it is JSON, so it prints byte for byte.
     text.pop();
+    let payload = message.payload().unwrap_or_default();
     match std::str::from_utf8(payload) {
         Ok(utf8) if serde_json::from_str::<&RawValue>(utf8).is_ok() => {
             text.push_str(",\"value\":");
@@ -202,11 +199,9 @@ fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
             text.push_str(&serde_json::to_string(utf8).expect("a string is JSON"));
         }
         Err(_) => {
-            text.push_str(",\"value_base64\":");
-            text.push_str(
-                &serde_json::to_string(&base64::engine::general_purpose::STANDARD.encode(payload))
-                    .expect("a string is JSON"),
-            );
+            text.push_str(",\"value_base64\":\"");
+            text.push_str(&base64::engine::general_purpose::STANDARD.encode(payload));
+            text.push('"');
         }
     }
     text.push('}');

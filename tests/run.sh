@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run) and as the README shows it.
+# Installs what the build needs when it is missing (idempotent), then checks format and
+# lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# librdkafka is compiled from source by the rdkafka crate: it needs a C toolchain, make,
+# pkg-config, and the OpenSSL and zlib headers.
+missing=()
+for package in build-essential pkg-config libssl-dev zlib1g-dev; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing build dependencies: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
+if [ -d ../shared/fixtures/meta-payloads ]; then
+  echo "Meta payloads found in ../shared/fixtures/meta-payloads: the sweep over them runs"
+else
+  echo "NOTE: ../shared/fixtures/meta-payloads not found: the sweep over Meta's payloads is skipped"
+fi
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked
