@@ -278,6 +278,14 @@ pub struct GraphSettings {
     pub access_token: Option<SecretString>,
     /// File holding the access token.
     pub access_token_file: Option<PathBuf>,
+    /// Time allowed for one call and its answer.
+    pub timeout_ms: u64,
+    /// Attempts per call when Graph throttles, the first included.
+    pub max_attempts: u32,
+    /// First backoff after a throttled call; it doubles each time, with jitter.
+    pub retry_base_delay_ms: u64,
+    /// Most time spent waiting for throttling to pass, per command.
+    pub max_wait_ms: u64,
 }
 
 impl Default for GraphSettings {
@@ -287,6 +295,10 @@ impl Default for GraphSettings {
             api_version: "v24.0".to_owned(),
             access_token: None,
             access_token_file: None,
+            timeout_ms: 30_000,
+            max_attempts: 5,
+            retry_base_delay_ms: 1_000,
+            max_wait_ms: 120_000,
         }
     }
 }
@@ -327,6 +339,25 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let (mut settings, mut problems) = Self::load_layers(file, env)?;
+        if settings.apps.is_empty() && settings.kafka.is_embedded() {
+            settings.apps.insert("default".to_owned(), demo_app());
+        }
+        problems.extend(settings.problems());
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Loads the layers and reads `*_file` secrets, without checking that the settings can
+    /// run a gateway: for commands that need only a part of them (`subscriptions`). Returns
+    /// the problems met reading secret files.
+    pub fn load_layers(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let env: std::collections::HashMap<String, String> = env
             .into_iter()
             .filter(|(key, _)| key.starts_with("WABA_GATEWAY__"))
@@ -352,16 +383,8 @@ impl Settings {
             .into_iter()
             .map(|(key, value)| (key.replace('_', "."), value))
             .collect();
-        let mut problems = settings.read_secret_files();
-        if settings.apps.is_empty() && settings.kafka.is_embedded() {
-            settings.apps.insert("default".to_owned(), demo_app());
-        }
-        problems.extend(settings.problems());
-        if problems.is_empty() {
-            Ok(settings)
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        let problems = settings.read_secret_files();
+        Ok((settings, problems))
     }
 
     /// The app whose path is `path`.

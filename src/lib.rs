@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod envelope;
+pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod publish;

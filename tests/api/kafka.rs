@@ -36,6 +36,20 @@ async fn two_entries_of_three_changes_become_six_exact_records_with_stable_event
     let app = spawn_kafka_app(&brokers, &[]).await;
     app.wait_ready().await;
     let body = fixture("multi_two_entries_three_fields_each.json");
+    let mut forged = body.clone();
+    forged[100] ^= 1;
+    let answer = post(
+        &app.url("/webhook"),
+        &forged,
+        &[("x-hub-signature-256", &sign(SECRET, &body))],
+    )
+    .await;
+    assert_eq!(answer.status, 401, "a tampered body is refused");
+    assert_eq!(
+        app.metric(r#"waba_gateway_signature_failures_total{app="default",reason="mismatch"}"#)
+            .await,
+        1.0
+    );
     let answer = app.notify(&body).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(
@@ -45,7 +59,11 @@ async fn two_entries_of_three_changes_become_six_exact_records_with_stable_event
     );
 
     let records = consume(&brokers, ALL_TOPICS, 12);
-    assert_eq!(records.len(), 12, "exactly six records per POST");
+    assert_eq!(
+        records.len(),
+        12,
+        "exactly six records per accepted POST, none for the forged one"
+    );
 
     let parsed: Value = serde_json::from_slice(&body).expect("fixture");
     let mut expected = Vec::new();
@@ -298,5 +316,34 @@ async fn under_concurrent_load_with_faults_every_200_is_in_kafka() {
     assert!(
         missing.is_empty(),
         "answered 200 but not in Kafka: {missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_queue_is_answered_503_at_once_not_after_the_ack_timeout() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let app = spawn_kafka_app(
+        &brokers,
+        &[(
+            "WABA_GATEWAY__KAFKA__LIBRDKAFKA__QUEUE_BUFFERING_MAX_MESSAGES",
+            "3",
+        )],
+    )
+    .await;
+    app.wait_ready().await;
+    assert_eq!(app.notify(&fixture("messages_text.json")).await.status, 200);
+    cluster.broker_down(1).expect("down");
+    let started = Instant::now();
+    // Six records do not fit a queue of three while nothing drains it.
+    let answer = app
+        .notify(&fixture("multi_two_entries_three_fields_each.json"))
+        .await;
+    assert_eq!(answer.status, 503);
+    assert!(answer.text().contains("Queue full"), "{}", answer.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "backpressure, not a wait for the 5 s ack timeout: {:?}",
+        started.elapsed()
     );
 }

@@ -6,4 +6,5 @@ mod helpers;
 mod kafka;
 mod meta_payloads;
 mod notify;
+mod subscriptions;
 mod verify;

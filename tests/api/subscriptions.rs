@@ -1,0 +1,493 @@
+//! `waba-gateway subscriptions` against a fake Graph API on 127.0.0.1:0 that records each
+//! request and answers like Meta, errors and throttling included.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+const TOKEN: &str = "EAAG-test-access-token-3f9a";
+const WABA: &str = "310987654321001";
+
+/// One request the fake Graph API received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: String,
+    at: Instant,
+}
+
+/// A scripted answer: status, extra headers, body.
+type Scripted = (u16, Vec<(&'static str, String)>, String);
+
+struct FakeGraph {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeGraph {
+    async fn start(script: Vec<Scripted>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (seen, script) = (recorded.clone(), script.clone());
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                            let (seen, script) = (seen.clone(), script.clone());
+                            async move {
+                                let header = |name: &str| {
+                                    request
+                                        .headers()
+                                        .get(name)
+                                        .map(|v| v.to_str().expect("ascii").to_owned())
+                                };
+                                let entry = Seen {
+                                    method: request.method().to_string(),
+                                    path: request.uri().path().to_owned(),
+                                    authorization: header("authorization"),
+                                    content_type: header("content-type"),
+                                    body: String::new(),
+                                    at: Instant::now(),
+                                };
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .expect("body")
+                                    .to_bytes();
+                                seen.lock().expect("lock").push(Seen {
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                    ..entry
+                                });
+                                let (status, headers, body) = script
+                                    .lock()
+                                    .expect("lock")
+                                    .pop_front()
+                                    .unwrap_or((500, vec![], "no scripted answer left".to_owned()));
+                                let mut response =
+                                    http::Response::new(Full::new(Bytes::from(body)));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(status).expect("status");
+                                response.headers_mut().insert(
+                                    "content-type",
+                                    "application/json".parse().expect("value"),
+                                );
+                                for (name, value) in headers {
+                                    response
+                                        .headers_mut()
+                                        .insert(name, value.parse().expect("value"));
+                                }
+                                Ok::<_, Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// Runs the binary with the Graph base URL pointed here and fast retries.
+    async fn run(&self, line: &str, extra_env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_waba-gateway"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("WABA_GATEWAY") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(line.split_whitespace())
+            .env("RUST_LOG", "debug")
+            .env(
+                "WABA_GATEWAY__GRAPH__BASE_URL",
+                format!("http://{}", self.addr),
+            )
+            .env("WABA_GATEWAY__GRAPH__RETRY_BASE_DELAY_MS", "100")
+            .env("WABA_GATEWAY__GRAPH__MAX_WAIT_MS", "5000")
+            .envs(extra_env.iter().copied());
+        tokio::task::spawn_blocking(move || command.output().expect("runs"))
+            .await
+            .expect("joined")
+    }
+}
+
+fn ok(body: &str) -> Scripted {
+    (200, vec![], body.to_owned())
+}
+
+fn graph_error(status: u16, code: i64, message: &str) -> Scripted {
+    (
+        status,
+        vec![],
+        format!(
+            r#"{{"error":{{"message":"{message}","type":"OAuthException","code":{code},"error_subcode":2494055,"fbtrace_id":"A1b2C3d4E5f6"}}}}"#
+        ),
+    )
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_token_never_shown(output: &Output) {
+    assert!(!stdout(output).contains(TOKEN), "token on stdout");
+    assert!(
+        !stderr(output).contains(TOKEN),
+        "token on stderr (logs included)"
+    );
+    assert!(!stderr(output).contains("EAAG"), "token on stderr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_posts_subscribed_apps_with_the_bearer_token() {
+    let graph = FakeGraph::start(vec![ok(r#"{"success":true}"#)]).await;
+    let output = graph
+        .run(
+            &format!("subscriptions add --waba-id {WABA} --token {TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("Subscribed the app to WABA {WABA}.\n")
+    );
+    let seen = graph.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, format!("/v24.0/{WABA}/subscribed_apps"));
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(&*format!("Bearer {TOKEN}"))
+    );
+    assert_eq!(seen[0].body, "");
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_with_an_override_sends_the_callback_and_verify_token() {
+    let graph = FakeGraph::start(vec![ok(r#"{"success":true}"#)]).await;
+    let url = "https://hooks.example.com/webhook/eu";
+    let output = graph
+        .run(&format!("subscriptions add --waba-id {WABA} --override-callback-url {url} --verify-token vt-123"),
+            &[
+                ("WABA_GATEWAY__GRAPH__ACCESS_TOKEN", TOKEN),
+                ("WABA_GATEWAY__GRAPH__API_VERSION", "v23.0"),
+            ],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("Subscribed the app to WABA {WABA}; its notifications go to {url}.\n")
+    );
+    let seen = graph.seen();
+    assert_eq!(seen[0].path, format!("/v23.0/{WABA}/subscribed_apps"));
+    assert_eq!(seen[0].content_type.as_deref(), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).expect("JSON body");
+    assert_eq!(
+        body,
+        serde_json::json!({"override_callback_uri": url, "verify_token": "vt-123"})
+    );
+    assert!(!stdout(&output).contains("vt-123") && !stderr(&output).contains("vt-123"));
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_override_url_is_a_usage_error_and_sends_nothing() {
+    let graph = FakeGraph::start(vec![]).await;
+    for url in [
+        "http://hooks.example.com/webhook",
+        &format!("https://example.com/{}", "a".repeat(190)),
+    ] {
+        let output = graph
+            .run(&format!("subscriptions add --waba-id {WABA} --token {TOKEN} --override-callback-url {url} --verify-token v"),
+                &[],
+            )
+            .await;
+        assert_eq!(output.status.code(), Some(2), "{url}");
+        assert!(
+            stderr(&output).contains("--override-callback-url"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    let output = graph
+        .run(&format!("subscriptions add --waba-id {WABA} --token {TOKEN} --override-callback-url https://x.example"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an override needs its verify token"
+    );
+    assert!(graph.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_prints_a_table_or_json() {
+    let listing = r#"{"data":[{"whatsapp_business_api_data":{"link":"https://www.facebook.com/games/?app_id=8811","name":"Shop Gateway","id":"8811"}},{"whatsapp_business_api_data":{"link":"https://www.facebook.com/games/?app_id=9922","name":"CRM","id":"9922"},"override_callback_uri":"https://crm.example.com/hook"}]}"#;
+    let graph = FakeGraph::start(vec![ok(listing), ok(listing)]).await;
+    let token_file = tempfile::NamedTempFile::new().expect("file");
+    std::fs::write(token_file.path(), format!("{TOKEN}\n")).expect("write");
+    let file_env = [(
+        "WABA_GATEWAY__GRAPH__ACCESS_TOKEN_FILE",
+        token_file.path().to_str().expect("utf-8"),
+    )];
+    let output = graph
+        .run(&format!("subscriptions list --waba-id {WABA}"), &file_env)
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "NAME          ID    LINK                                         OVERRIDE CALLBACK\n\
+         Shop Gateway  8811  https://www.facebook.com/games/?app_id=8811  -\n\
+         CRM           9922  https://www.facebook.com/games/?app_id=9922  https://crm.example.com/hook\n"
+    );
+    let output = graph
+        .run(
+            &format!("subscriptions list --waba-id {WABA} --json"),
+            &file_env,
+        )
+        .await;
+    let apps: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        apps[1]["override_callback_uri"],
+        "https://crm.example.com/hook"
+    );
+    assert_eq!(apps[0]["name"], "Shop Gateway");
+    let seen = graph.seen();
+    assert!(
+        seen.iter().all(|s| s.method == "GET"
+            && s.authorization.as_deref() == Some(&*format!("Bearer {TOKEN}")))
+    );
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_warns_then_deletes_and_refuses_without_confirmation() {
+    let graph = FakeGraph::start(vec![ok(r#"{"success":true}"#)]).await;
+    let output = graph
+        .run(
+            &format!("subscriptions remove --waba-id {WABA} --token {TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "no terminal, no --yes: refused"
+    );
+    assert!(graph.seen().is_empty());
+    let output = graph
+        .run(
+            &format!("subscriptions remove --waba-id {WABA} --token {TOKEN} --yes"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("stops webhooks for every phone number"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        stdout(&output),
+        format!("Unsubscribed the app from WABA {WABA}.\n")
+    );
+    let seen = graph.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("DELETE", &*format!("/v24.0/{WABA}/subscribed_apps"))
+    );
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_error_is_one_line_with_message_code_and_trace_id_and_exit_1() {
+    let graph = FakeGraph::start(vec![graph_error(400, 100, "(#100) Invalid WABA id")]).await;
+    let output = graph
+        .run(
+            &format!("subscriptions list --waba-id {WABA} --token {TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr(&output);
+    let last = stderr.lines().last().expect("a line");
+    assert_eq!(
+        last,
+        "waba-gateway: Graph API error: (#100) Invalid WABA id (code 100, subcode 2494055, fbtrace_id A1b2C3d4E5f6)"
+    );
+    assert_eq!(graph.seen().len(), 1, "not a throttling code: no retry");
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_with_growing_backoff_then_succeeds() {
+    let graph = FakeGraph::start(vec![
+        graph_error(
+            400,
+            80008,
+            "(#80008) Too many calls to this WhatsApp Business account",
+        ),
+        graph_error(429, 130429, "Rate limit hit"),
+        graph_error(400, 4, "(#4) Application request limit reached"),
+        ok(r#"{"success":true}"#),
+    ])
+    .await;
+    let output = graph
+        .run(
+            &format!("subscriptions add --waba-id {WABA} --token {TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let seen = graph.seen();
+    assert_eq!(seen.len(), 4, "three throttled attempts, then success");
+    let gaps: Vec<u128> = seen
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect();
+    // Base 100 ms, doubling, jitter in [d/2, d]: 50-100, 100-200, 200-400 ms (+ slack).
+    for (gap, (low, high)) in gaps.iter().zip([(50, 180), (100, 280), (200, 480)]) {
+        assert!((low..high).contains(gap), "gaps {gaps:?}");
+    }
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_gives_up_after_the_attempt_limit_with_a_clear_message() {
+    let throttled = graph_error(400, 80007, "(#80007) Rate limit issues");
+    let graph = FakeGraph::start(vec![
+        throttled.clone(),
+        throttled.clone(),
+        throttled.clone(),
+        ok("{}"),
+    ])
+    .await;
+    let output = graph
+        .run(
+            &format!("subscriptions add --waba-id {WABA} --token {TOKEN}"),
+            &[("WABA_GATEWAY__GRAPH__MAX_ATTEMPTS", "3")],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("gave up after 3 attempts"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("code 80007"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(graph.seen().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regain_access_estimate_beyond_the_wait_budget_gives_up_at_once() {
+    let usage = r#"{"310987654321001":[{"type":"whatsapp_business_management","call_count":100,"total_cputime":30,"total_time":30,"estimated_time_to_regain_access":15}]}"#;
+    let graph = FakeGraph::start(vec![(
+        400,
+        vec![("x-business-use-case-usage", usage.to_owned())],
+        graph_error(400, 80008, "(#80008) Too many calls").2,
+    )])
+    .await;
+    let started = Instant::now();
+    let output = graph
+        .run(
+            &format!("subscriptions list --waba-id {WABA} --token {TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("asks to wait 15 minutes"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(started.elapsed().as_secs() < 5);
+    assert_eq!(graph.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_graph_api_is_a_clear_network_error() {
+    let graph = FakeGraph::start(vec![]).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let output = graph
+        .run(
+            &format!("subscriptions list --waba-id {WABA} --token {TOKEN}"),
+            &[("WABA_GATEWAY__GRAPH__BASE_URL", &format!("http://{closed}"))],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!(
+            "cannot reach the Graph API at http://{closed}/v24.0/"
+        )),
+        "{}",
+        stderr(&output)
+    );
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_and_a_missing_token_exits_78() {
+    let graph = FakeGraph::start(vec![]).await;
+    let output = graph.run("subscriptions list", &[]).await;
+    assert_eq!(output.status.code(), Some(2), "--waba-id is required");
+    let output = graph
+        .run(
+            &format!("subscriptions list --waba-id not-a-number --token {TOKEN}"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(2));
+    let output = graph
+        .run(&format!("subscriptions list --waba-id {WABA}"), &[])
+        .await;
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("no Graph API access token"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(graph.seen().is_empty());
+}
