@@ -23,6 +23,7 @@ use crate::publish::embedded::EmbeddedKafka;
 use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
 use crate::publish::{Publisher, Sink};
 use crate::shutdown::Readiness;
+use crate::spool::{Spool, forwarder};
 
 /// What the caller may supply instead of the defaults (tests use it).
 #[derive(Default)]
@@ -33,6 +34,7 @@ pub struct Dependencies {
 
 /// A gateway with its listeners bound, ready to run.
 pub struct App {
+    forwarding: Option<Forwarding>,
     public: TcpListener,
     admin: TcpListener,
     gateway: Arc<Gateway>,
@@ -81,7 +83,10 @@ impl App {
             None => {
                 let message_timeout = match settings.delivery.ack {
                     AckMode::Kafka => Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
-                    _ => Duration::from_secs(300),
+                    // The spool keeps every entry until Kafka has it: librdkafka retries
+                    // without a deadline (0), in order, and the forwarder waits.
+                    AckMode::Spool => Duration::ZERO,
+                    AckMode::None => Duration::from_secs(300),
                 };
                 let kafka = Arc::new(
                     KafkaPublisher::new(KafkaOptions {
@@ -103,7 +108,45 @@ impl App {
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
         let readiness = Arc::new(Readiness::new());
         let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
-        let gateway = Arc::new(Gateway::new(&settings, sink, metrics, readiness.clone()));
+        let spool = match settings.delivery.ack {
+            AckMode::Spool => {
+                let dir = &settings.delivery.spool_dir;
+                let (spool, recovery) = Spool::open(
+                    dir,
+                    settings.delivery.spool_max_bytes,
+                    metrics.clone(),
+                    readiness.clone(),
+                )
+                .with_context(|| {
+                    format!(
+                        "opening the spool in delivery.spool_dir = {}",
+                        dir.display()
+                    )
+                })?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    replayed = recovery.replayed,
+                    torn_bytes = recovery.torn_bytes,
+                    quarantined = recovery.quarantined,
+                    "spool open"
+                );
+                Some(spool)
+            }
+            _ => None,
+        };
+        let gateway = Arc::new(Gateway::new(
+            &settings,
+            sink.clone(),
+            spool.clone(),
+            metrics.clone(),
+            readiness.clone(),
+        ));
+        let forwarding = spool.map(|spool| Forwarding {
+            spool,
+            sink,
+            routing,
+            metrics,
+        });
 
         let public = TcpListener::bind(settings.server.listen)
             .await
@@ -112,6 +155,7 @@ impl App {
             .await
             .with_context(|| format!("binding admin.listen = {}", settings.admin.listen))?;
         Ok(Self {
+            forwarding,
             public,
             admin,
             gateway,
@@ -141,6 +185,7 @@ impl App {
     /// Serves until `shutdown` resolves, then drains (DESIGN §8).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
+            forwarding,
             public,
             admin,
             gateway,
@@ -157,6 +202,21 @@ impl App {
             "listening"
         );
         let readiness_check = tokio::spawn(wait_for_kafka(kafka, readiness.clone()));
+        let (forwarder_mode, forwarder) = match forwarding {
+            Some(forwarding) => {
+                let (mode, watched) = watch::channel(forwarder::Mode::Run);
+                let spool = forwarding.spool.clone();
+                let task = tokio::spawn(forwarder::run(
+                    forwarding.spool,
+                    forwarding.sink,
+                    forwarding.routing,
+                    forwarding.metrics,
+                    watched,
+                ));
+                (Some(mode), Some((task, spool)))
+            }
+            None => (None, None),
+        };
 
         let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
@@ -198,6 +258,34 @@ impl App {
         if tokio::time::timeout(remaining, drained).await.is_err() {
             tracing::warn!("requests still in flight at the drain deadline were cut off");
         }
+        if let (Some(mode), Some((task, spool))) = (forwarder_mode, forwarder) {
+            // No request is in flight any more: close the spool, then forward what it
+            // holds until the deadline. What is left is sent after the next start.
+            let closing = spool.clone();
+            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            let _ = mode.send(forwarder::Mode::Drain);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut task = task;
+            if tokio::time::timeout(remaining, &mut task).await.is_err() {
+                let _ = mode.send(forwarder::Mode::Stop);
+                let _ = task.await;
+            }
+            let left = spool.unreleased();
+            if left > 0 {
+                tracing::warn!(
+                    entries = left,
+                    "spooled notifications not yet in Kafka at the drain deadline stay on the spool for the next start"
+                );
+            } else {
+                tracing::info!("spool drained");
+            }
+            let checkpointing = spool.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || checkpointing.checkpoint()).await
+            {
+                tracing::warn!(%error, "could not write the spool checkpoint; more entries will be replayed");
+            }
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match publisher.flush(remaining).await {
             Ok(()) => tracing::info!("producer flushed"),
@@ -215,6 +303,14 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What the forwarder needs, from build to run.
+struct Forwarding {
+    spool: Arc<Spool>,
+    sink: Sink,
+    routing: crate::routing::Routing,
+    metrics: Arc<Metrics>,
 }
 
 /// Polls Kafka until it answers, then marks the gateway ready.

@@ -216,7 +216,7 @@ impl KafkaSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
-    /// Once the body is durably on the local spool (not in this build yet).
+    /// Once the body is durably on the local spool; forwarded to Kafka behind it.
     Spool,
     /// Once Kafka has acknowledged every record of the request.
     Kafka,
@@ -241,7 +241,7 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
-            ack: AckMode::Kafka,
+            ack: AckMode::Spool,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             kafka_ack_timeout_ms: 5_000,
@@ -510,12 +510,13 @@ impl Settings {
                 self.admin.listen
             ));
         }
-        if self.delivery.ack == AckMode::Spool {
-            problems.push(
-                "delivery.ack = \"spool\" is not available in this build yet; set \
-                 delivery.ack = \"kafka\" (200 after Kafka acknowledges) or \"none\""
-                    .to_owned(),
-            );
+        let smallest_spool = 2 * (server.max_body_bytes + 1024);
+        if self.delivery.ack == AckMode::Spool && self.delivery.spool_max_bytes < smallest_spool {
+            problems.push(format!(
+                "delivery.spool_max_bytes = {} must hold at least two of the largest bodies: \
+                 {smallest_spool} or more (or lower server.max_body_bytes)",
+                self.delivery.spool_max_bytes
+            ));
         }
         self.app_problems(&mut problems);
         let kafka = &self.kafka;
@@ -760,7 +761,7 @@ mod tests {
         assert_eq!(settings.admin.listen.to_string(), "0.0.0.0:9090");
         assert_eq!(settings.server.max_body_bytes, 4_194_304);
         assert_eq!(settings.kafka.topic_template, "whatsapp.{field}");
-        assert_eq!(settings.delivery.ack, AckMode::Kafka);
+        assert_eq!(settings.delivery.ack, AckMode::Spool);
         let demo = &settings.apps["default"];
         assert!(demo.demo);
         assert_eq!(Settings::app_path("default", demo), "/webhook");

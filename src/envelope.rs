@@ -92,6 +92,29 @@ pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A verified body as records: one per change, or the dead letter that keeps it whole.
+#[derive(Debug)]
+pub struct Split {
+    /// The records to produce.
+    pub records: Vec<Record>,
+    /// Why the body went to the dead-letter topic, if it did.
+    pub deadletter: Option<&'static str>,
+}
+
+/// Splits a verified body, or, when it is not a notification, makes its dead letter.
+pub fn to_records(routing: &Routing, app: &str, body: &[u8], received_at: &str) -> Split {
+    match split(routing, app, body, received_at) {
+        Ok(records) => Split {
+            records,
+            deadletter: None,
+        },
+        Err(error) => Split {
+            records: vec![dead_letter(routing, app, body, error.reason(), received_at)],
+            deadletter: Some(error.reason()),
+        },
+    }
+}
+
 /// Splits a verified body into one record per change.
 pub fn split(
     routing: &Routing,

@@ -19,5 +19,6 @@ pub mod publish;
 pub mod routing;
 pub mod shutdown;
 pub mod signature;
+pub mod spool;
 pub mod tail;
 pub mod telemetry;

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Bucket bounds for request and delivery latencies, in seconds: Meta wants a median under
@@ -43,6 +43,12 @@ pub struct Metrics {
     pub spool_entries: IntGauge,
     /// `waba_gateway_spool_bytes`.
     pub spool_bytes: IntGauge,
+    /// `waba_gateway_spool_oldest_entry_age_seconds`.
+    pub spool_oldest_age: Gauge,
+    /// `waba_gateway_spool_fsyncs_total`: one per group commit.
+    pub spool_fsyncs: IntCounter,
+    /// `waba_gateway_spool_quarantined_total`: corrupt spool ranges moved aside.
+    pub spool_quarantined: IntCounter,
     /// `waba_gateway_build_info{version}`.
     pub build_info: IntGaugeVec,
     topic_labels: HashSet<String>,
@@ -124,6 +130,21 @@ impl Metrics {
             "Bytes on the local spool not yet released.",
         )
         .expect("valid gauge");
+        let spool_oldest_age = Gauge::new(
+            "waba_gateway_spool_oldest_entry_age_seconds",
+            "Age of the oldest notification on the spool not yet in Kafka; 0 when empty.",
+        )
+        .expect("valid gauge");
+        let spool_fsyncs = IntCounter::new(
+            "waba_gateway_spool_fsyncs_total",
+            "Spool writes made durable with fdatasync; each covers every request waiting.",
+        )
+        .expect("valid counter");
+        let spool_quarantined = IntCounter::new(
+            "waba_gateway_spool_quarantined_total",
+            "Corrupt byte ranges found in the spool and moved to its quarantine folder.",
+        )
+        .expect("valid counter");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "waba_gateway_build_info",
@@ -137,6 +158,9 @@ impl Metrics {
             Box::new(kafka_delivery.clone()),
             Box::new(spool_entries.clone()),
             Box::new(spool_bytes.clone()),
+            Box::new(spool_oldest_age.clone()),
+            Box::new(spool_fsyncs.clone()),
+            Box::new(spool_quarantined.clone()),
             Box::new(build_info.clone()),
         ] {
             registry
@@ -158,6 +182,9 @@ impl Metrics {
             kafka_delivery,
             spool_entries,
             spool_bytes,
+            spool_oldest_age,
+            spool_fsyncs,
+            spool_quarantined,
             build_info,
             topic_labels: topics.into_iter().collect(),
         }
@@ -170,6 +197,19 @@ impl Metrics {
             topic
         } else {
             "other"
+        }
+    }
+
+    /// Counts a notification Kafka accepted: each change by field, or the dead letter by
+    /// reason.
+    pub fn count_accepted(&self, app: &str, fields: &[&'static str], deadletter: Option<&str>) {
+        match deadletter {
+            Some(reason) => self.deadletters.with_label_values(&[app, reason]).inc(),
+            None => {
+                for field in fields {
+                    self.changes.with_label_values(&[app, field]).inc();
+                }
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Readiness {
     kafka_reached: AtomicBool,
     draining: AtomicBool,
+    spool_full: AtomicBool,
 }
 
 impl Readiness {
@@ -28,6 +29,11 @@ impl Readiness {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// The spool filled up (`true`) or drained below its low-water mark (`false`).
+    pub fn set_spool_full(&self, full: bool) {
+        self.spool_full.store(full, Ordering::Release);
+    }
+
     /// True while shutdown is under way.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
@@ -39,6 +45,8 @@ impl Readiness {
             Err("shutting down")
         } else if !self.kafka_reached.load(Ordering::Acquire) {
             Err("Kafka has not answered yet")
+        } else if self.spool_full.load(Ordering::Acquire) {
+            Err("the spool is full")
         } else {
             Ok(())
         }
@@ -74,6 +82,10 @@ mod tests {
         let readiness = Readiness::new();
         assert_eq!(readiness.check(), Err("Kafka has not answered yet"));
         readiness.kafka_reached();
+        assert_eq!(readiness.check(), Ok(()));
+        readiness.set_spool_full(true);
+        assert_eq!(readiness.check(), Err("the spool is full"));
+        readiness.set_spool_full(false);
         assert_eq!(readiness.check(), Ok(()));
         readiness.start_draining();
         assert_eq!(readiness.check(), Err("shutting down"));

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::publish::Sink;
 use crate::routing::Routing;
 use crate::shutdown::Readiness;
+use crate::spool::Spool;
 
 /// One Meta app as the handlers see it.
 pub struct AppRoute {
@@ -54,6 +55,7 @@ pub struct Gateway {
     routing: Routing,
     limits: Limits,
     sink: Sink,
+    spool: Option<Arc<Spool>>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 }
@@ -63,6 +65,7 @@ impl Gateway {
     pub fn new(
         settings: &Settings,
         sink: Sink,
+        spool: Option<Arc<Spool>>,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Self {
@@ -93,6 +96,7 @@ impl Gateway {
                 ack: settings.delivery.ack,
             },
             sink,
+            spool,
             metrics,
             readiness,
         }

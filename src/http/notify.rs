@@ -30,45 +30,34 @@ impl Gateway {
         let (signature_header, body) = body?;
         self.check_signature(app, signature_header.as_ref().map(|h| h.as_bytes()), &body)?;
 
-        let received_at = envelope::timestamp(SystemTime::now());
-        let (records, deadletter_reason) = match envelope::split(
-            &self.routing,
-            &app.name,
-            &body,
-            &received_at,
-        ) {
-            Ok(records) => (records, None),
-            Err(error) => {
-                tracing::warn!(app = %app.name, reason = error.reason(), "authentic body is not a notification; keeping it on the dead-letter topic");
-                let record = envelope::dead_letter(
-                    &self.routing,
-                    &app.name,
-                    &body,
-                    error.reason(),
-                    &received_at,
-                );
-                (vec![record], Some(error.reason()))
-            }
-        };
-        let counted: Vec<&'static str> = records.iter().map(|record| record.field).collect();
-        self.publish(&app.name, records).await?;
-
-        // Counted once accepted, so Meta's retries of a refused request count once.
-        match deadletter_reason {
-            Some(reason) => self
-                .metrics
-                .deadletters
-                .with_label_values(&[&app.name, reason])
-                .inc(),
-            None => {
-                for field in counted {
-                    self.metrics
-                        .changes
-                        .with_label_values(&[&app.name, field])
-                        .inc();
-                }
-            }
+        let now = SystemTime::now();
+        if let Some(spool) = &self.spool {
+            let received_at_ms = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            let entry = crate::spool::Entry {
+                app: app.name.clone(),
+                received_at_ms,
+                body: body.to_vec(),
+            };
+            spool.append(entry).await.map_err(|error| {
+                tracing::warn!(app = %app.name, %error, "notification not spooled; Meta will retry");
+                ApiError::Unavailable(error.to_string())
+            })?;
+            return Ok(error::text(StatusCode::OK, "accepted\n"));
         }
+
+        let received_at = envelope::timestamp(now);
+        let split = envelope::to_records(&self.routing, &app.name, &body, &received_at);
+        if let Some(reason) = split.deadletter {
+            tracing::warn!(app = %app.name, reason, "authentic body is not a notification; keeping it on the dead-letter topic");
+        }
+        let fields: Vec<&'static str> = split.records.iter().map(|record| record.field).collect();
+        self.publish(&app.name, split.records).await?;
+        // Counted once accepted, so Meta's retries of a refused request count once.
+        self.metrics
+            .count_accepted(&app.name, &fields, split.deadletter);
         Ok(error::text(StatusCode::OK, "accepted\n"))
     }
 
@@ -161,9 +150,7 @@ impl Gateway {
                 });
                 Ok(())
             }
-            AckMode::Spool => Err(ApiError::Unavailable(
-                "the spool is not available in this build".to_owned(),
-            )),
+            AckMode::Spool => Err(ApiError::Unavailable("the spool is not open".to_owned())),
         }
     }
 }

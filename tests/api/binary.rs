@@ -1,24 +1,10 @@
 //! The `waba-gateway` binary as users run it: exit codes, output, and the README's
 //! quickstart (serve on embedded Kafka, sign, POST, tail).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::Stdio;
 
 use crate::helpers::*;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_waba-gateway"));
-    command
-        .env_remove("WABA_GATEWAY_CONFIG")
-        .env_remove("RUST_LOG");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("WABA_GATEWAY__") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
 
 #[test]
 fn check_config_exits_78_and_names_each_problem() {
@@ -109,43 +95,9 @@ fn a_usage_error_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_runs_on_embedded_kafka_and_tail_shows_the_record() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut serve = binary()
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
-        .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let mut log = BufReader::new(serve.stderr.take().expect("stderr"));
-    let (mut public, mut admin) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    while (public.is_none() || admin.is_none()) && Instant::now() < deadline {
-        line.clear();
-        if log.read_line(&mut line).expect("log") == 0 {
-            break;
-        }
-        assert!(!line.contains("demo-app-secret") || line.contains("WARN"));
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|word| word.strip_prefix(name))
-                .map(str::to_owned)
-        };
-        public = public.or(field("public="));
-        admin = admin.or(field("admin="));
-    }
-    let (public, admin) = (
-        public.expect("public address logged"),
-        admin.expect("admin address logged"),
-    );
-    std::thread::spawn(move || for _ in log.lines() {});
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&format!("http://{admin}/readyz")).await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let serve = GatewayProcess::start(dir.path(), &[]);
+    serve.wait_ready().await;
+    let public = serve.public.clone();
 
     let body = fixture("messages_text.json");
     let file = dir.path().join("sample.json");
@@ -192,21 +144,5 @@ async fn the_quickstart_runs_on_embedded_kafka_and_tail_shows_the_record() {
     let sent: serde_json::Value = serde_json::from_slice(&body).expect("fixture");
     assert_eq!(envelope["value"], sent["entry"][0]["changes"][0]["value"]);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let exit = loop {
-        if let Some(exit) = serve.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
+    assert_eq!(serve.signal("TERM").code(), Some(0), "SIGTERM exits 0");
 }

@@ -33,7 +33,8 @@ pub struct TestApp {
 }
 
 /// Settings for tests: loopback listeners on free ports, one app `default` at `/webhook`
-/// with [`SECRET`] and [`VERIFY_TOKEN`], plus `extra` variables.
+/// with [`SECRET`] and [`VERIFY_TOKEN`], `ack = "kafka"`, then `extra` variables (which
+/// win).
 pub fn settings(brokers: &str, extra: &[(&str, &str)]) -> Settings {
     let mut env: Vec<(String, String)> = [
         ("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0"),
@@ -41,6 +42,7 @@ pub fn settings(brokers: &str, extra: &[(&str, &str)]) -> Settings {
         ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
         ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
         ("WABA_GATEWAY__KAFKA__BROKERS", brokers),
+        ("WABA_GATEWAY__DELIVERY__ACK", "kafka"),
     ]
     .iter()
     .chain(extra)
@@ -180,6 +182,31 @@ pub async fn request(
     body: Bytes,
     headers: &[(&str, &str)],
 ) -> Answer {
+    try_request(method, url, body, headers)
+        .await
+        .expect("the gateway answers")
+}
+
+/// A signed POST to `url` whose answer may never come (the gateway being killed): the
+/// status, or `None` when the connection failed.
+pub async fn try_notify(url: &str, body: &[u8]) -> Option<u16> {
+    let signature = sign(SECRET, body);
+    try_request(
+        http::Method::POST,
+        url,
+        Bytes::copy_from_slice(body),
+        &[("x-hub-signature-256", &signature)],
+    )
+    .await
+    .map(|answer| answer.status)
+}
+
+async fn try_request(
+    method: http::Method,
+    url: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> Option<Answer> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut builder = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
@@ -188,20 +215,15 @@ pub async fn request(
     let response = client
         .request(builder.body(Full::new(body)).expect("a valid request"))
         .await
-        .expect("the gateway answers");
+        .ok()?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a whole body")
-        .to_bytes();
-    Answer {
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some(Answer {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// The project's own fixture `name`.
@@ -294,4 +316,101 @@ pub fn consume(brokers: &str, topics: &[&str], count: usize) -> Vec<Consumed> {
         });
     }
     records
+}
+
+/// The `waba-gateway` binary with the caller's environment cleared of gateway settings.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_waba-gateway"));
+    command
+        .env_remove("WABA_GATEWAY_CONFIG")
+        .env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WABA_GATEWAY__") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// `waba-gateway serve` as a child process on loopback ports of its choosing.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub public: String,
+    pub admin: String,
+}
+
+impl GatewayProcess {
+    /// Starts `serve` in `dir` with `env`, and waits until it logs its addresses.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = binary()
+            .arg("serve")
+            .current_dir(dir)
+            .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+            .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let (mut public, mut admin) = (None, None);
+        let mut line = String::new();
+        while public.is_none() || admin.is_none() {
+            line.clear();
+            if log.read_line(&mut line).expect("log") == 0 {
+                panic!("serve exited before listening: {:?}", child.wait());
+            }
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            public = public.or(field("public="));
+            admin = admin.or(field("admin="));
+        }
+        // Keep reading the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in log.lines() {});
+        Self {
+            child,
+            public: public.expect("public address"),
+            admin: admin.expect("admin address"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/webhook", self.public)
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&format!("http://{}/readyz", self.admin)).await.status != 200 {
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One metric's value, as in [`TestApp::metric`].
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = get(&format!("http://{}/metrics", self.admin)).await.text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.parse().expect("a metric value"))
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) and waits for the exit.
+    pub fn signal(mut self, signal: &str) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIG{signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

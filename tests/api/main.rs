@@ -6,5 +6,6 @@ mod helpers;
 mod kafka;
 mod meta_payloads;
 mod notify;
+mod spool;
 mod subscriptions;
 mod verify;

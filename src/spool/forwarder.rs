@@ -1,0 +1,170 @@
+//! The forwarder: publishes spooled entries to Kafka, exactly as the `kafka` ack mode
+//! would (the same records and `event_id`s: the envelope is built from the spooled
+//! `received_at`), and releases each entry once Kafka has acknowledged all its records.
+//!
+//! Entries are enqueued in spool order, so one conversation keeps its order on its
+//! partition; librdkafka retries a record until Kafka takes it. An entry whose records
+//! fail anyway is retried with backoff; nothing is released before it is in Kafka.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{MAX_RETRY_DELAY, Spool};
+use crate::envelope;
+use crate::metrics::Metrics;
+use crate::publish::{PublishError, Sink};
+use crate::routing::Routing;
+
+/// Entries being published at once, at most.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// What the forwarder is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward everything, forever.
+    Run,
+    /// Forward until the spool is empty, then return (shutdown).
+    Drain,
+    /// Return now; what is left stays on the spool for the next start.
+    Stop,
+}
+
+/// An entry in Kafka: what to count for it.
+struct Accepted {
+    app: String,
+    fields: Vec<&'static str>,
+    deadletter: Option<&'static str>,
+}
+
+/// Runs until `mode` says `Stop`, or says `Drain` and the spool is empty.
+pub async fn run(
+    spool: Arc<Spool>,
+    sink: Sink,
+    routing: Routing,
+    metrics: Arc<Metrics>,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut cursor = 0;
+    let mut retries: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut in_flight: JoinSet<(u64, Result<Accepted, PublishError>)> = JoinSet::new();
+    let mut failures: u32 = 0;
+    let mut blocked_until: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let now = *mode.borrow();
+        if now == Mode::Stop
+            || (now == Mode::Drain && spool.unreleased() == 0 && in_flight.is_empty())
+        {
+            break;
+        }
+        let ready = blocked_until.is_none_or(|until| Instant::now() >= until);
+        if ready && in_flight.len() < MAX_IN_FLIGHT {
+            let due_retry = retries
+                .front()
+                .is_some_and(|(_, at)| Instant::now() >= *at)
+                .then(|| retries.pop_front().map(|(seq, _)| seq))
+                .flatten();
+            let next = due_retry.or_else(|| spool.next_at_or_after(cursor));
+            if let Some(seq) = next {
+                if due_retry.is_none() {
+                    cursor = seq + 1;
+                }
+                match dispatch(&spool, &sink, &routing, seq).await {
+                    Ok(Some(publication)) => {
+                        in_flight.spawn(publication);
+                        blocked_until = None;
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        failures += 1;
+                        let delay = backoff(failures);
+                        tracing::warn!(seq, %error, retry_in_ms = delay.as_millis() as u64, "cannot publish a spooled entry yet; it stays on the spool");
+                        retries.push_front((seq, Instant::now() + delay));
+                        blocked_until = Some(Instant::now() + delay);
+                    }
+                }
+                continue;
+            }
+        }
+        let next_retry = retries.front().map(|(_, at)| *at).into_iter();
+        let wake_at = next_retry.chain(blocked_until).min();
+        tokio::select! {
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let Ok((seq, result)) = done else { continue };
+                match result {
+                    Ok(accepted) => {
+                        failures = 0;
+                        metrics.count_accepted(&accepted.app, &accepted.fields, accepted.deadletter);
+                        spool.release(seq);
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let delay = backoff(failures);
+                        tracing::warn!(seq, %error, retry_in_ms = delay.as_millis() as u64, "Kafka did not take a spooled entry; retrying");
+                        retries.push_back((seq, Instant::now() + delay));
+                    }
+                }
+            }
+            () = spool.appended() => {}
+            _ = tick.tick() => {
+                spool.update_gauges();
+                let checkpointing = spool.clone();
+                let _ = tokio::task::spawn_blocking(move || checkpointing.checkpoint()).await;
+            }
+            changed = mode.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            () = sleep_until(wake_at), if wake_at.is_some() => {}
+        }
+    }
+    spool.update_gauges();
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+type Publication = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (u64, Result<Accepted, PublishError>)> + Send>,
+>;
+
+/// Reads entry `seq`, splits it and enqueues its records. `Ok(None)` when there is nothing
+/// to publish (released already, or quarantined).
+async fn dispatch(
+    spool: &Spool,
+    sink: &Sink,
+    routing: &Routing,
+    seq: u64,
+) -> Result<Option<Publication>, PublishError> {
+    let entry = match spool.read(seq) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(PublishError::Retryable(error.to_string())),
+    };
+    let received_at =
+        envelope::timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms));
+    let split = envelope::to_records(routing, &entry.app, &entry.body, &received_at);
+    let fields: Vec<&'static str> = split.records.iter().map(|record| record.field).collect();
+    let publication = sink.enqueue(&entry.app, split.records).await?;
+    let accepted = Accepted {
+        app: entry.app,
+        fields,
+        deadletter: split.deadletter,
+    };
+    Ok(Some(Box::pin(async move {
+        (seq, publication.finish().await.map(|()| accepted))
+    })))
+}
+
+fn backoff(failures: u32) -> Duration {
+    (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(8))).min(MAX_RETRY_DELAY)
+}

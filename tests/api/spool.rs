@@ -1,0 +1,323 @@
+//! `ack = "spool"`: 200 once on disk, nothing lost across kill -9, Kafka outages, a full
+//! spool, or SIGTERM. The real producer runs against librdkafka's mock cluster, which
+//! lives in the test process, so the gateway can be killed and restarted around it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+
+use crate::helpers::*;
+
+/// Bodies that differ only in their message id, `wamid.spool-<n>`.
+fn body(n: usize) -> Vec<u8> {
+    String::from_utf8(fixture("messages_text.json"))
+        .expect("utf-8")
+        .replace("wamid.GW1763770001AAA=", &format!("wamid.spool-{n:05}"))
+        .into_bytes()
+}
+
+fn message_id(record: &Consumed) -> String {
+    record.json()["value"]["messages"][0]["id"]
+        .as_str()
+        .expect("a message id")
+        .to_owned()
+}
+
+/// Every acknowledged id is in Kafka, and every copy of one id carries one event_id.
+fn assert_all_in_kafka(brokers: &str, acknowledged: &BTreeSet<String>) -> usize {
+    let records = consume(brokers, &["whatsapp.messages"], acknowledged.len());
+    let mut event_ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in &records {
+        event_ids
+            .entry(message_id(record))
+            .or_default()
+            .insert(record.event_id().to_owned());
+    }
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !event_ids.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "answered 200 but not in Kafka: {missing:?}"
+    );
+    for (id, ids) in &event_ids {
+        assert_eq!(
+            ids.len(),
+            1,
+            "{id} replayed with different event_ids: {ids:?}"
+        );
+    }
+    records.len()
+}
+
+/// Sends distinct notifications from `senders` tasks until `stop` is set; returns the ids
+/// answered 200.
+fn load(
+    url: String,
+    senders: usize,
+    stop: Arc<Mutex<bool>>,
+) -> tokio::task::JoinHandle<BTreeSet<String>> {
+    tokio::spawn(async move {
+        let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+        let tasks: Vec<_> = (0..senders)
+            .map(|sender| {
+                let (url, stop, acknowledged) = (url.clone(), stop.clone(), acknowledged.clone());
+                tokio::spawn(async move {
+                    let mut n = sender * 100_000 / senders;
+                    while !*stop.lock().expect("lock") {
+                        n += 1;
+                        if try_notify(&url, &body(n)).await == Some(200) {
+                            acknowledged
+                                .lock()
+                                .expect("lock")
+                                .insert(format!("wamid.spool-{n:05}"));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("sender");
+        }
+        std::mem::take(&mut *acknowledged.lock().expect("lock"))
+    })
+}
+
+/// Starts the gateway process and puts it under load from four senders.
+async fn start_under_load(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (
+    GatewayProcess,
+    Arc<Mutex<bool>>,
+    tokio::task::JoinHandle<BTreeSet<String>>,
+) {
+    let gateway = GatewayProcess::start(dir, env);
+    gateway.wait_ready().await;
+    let stop = Arc::new(Mutex::new(false));
+    let sending = load(gateway.url(), 4, stop.clone());
+    (gateway, stop, sending)
+}
+
+fn gateway_env<'a>(brokers: &'a str, spool_dir: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("WABA_GATEWAY__KAFKA__BROKERS", brokers),
+        ("WABA_GATEWAY__KAFKA__CREATE_TOPICS", "false"),
+        ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+        ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+        ("WABA_GATEWAY__DELIVERY__SPOOL_DIR", spool_dir),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_mid_stream_every_acknowledged_notification_reaches_kafka_once_identified() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let spool_dir = dir.path().join("spool");
+    let spool_dir = spool_dir.to_str().expect("utf-8");
+    let env = gateway_env(&brokers, spool_dir);
+
+    // Run 1: load; the broker goes away halfway, so the spool holds entries not yet in
+    // Kafka when the process is killed.
+    let (gateway, stop, sending) = start_under_load(dir.path(), &env).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.broker_down(1).expect("down");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let spooled = gateway.metric("waba_gateway_spool_entries").await;
+    assert_eq!(gateway.signal("KILL").code(), None, "killed, not exited");
+    *stop.lock().expect("lock") = true;
+    let acknowledged = sending.await.expect("load");
+    assert!(
+        acknowledged.len() > 20,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
+    assert!(
+        spooled > 0.0,
+        "nothing was waiting on the spool at the kill"
+    );
+
+    // Run 2: the broker is back; killed again while it replays.
+    cluster.broker_up(1).expect("up");
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.signal("KILL");
+
+    // Run 3: replays the rest, drains, and stops cleanly.
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.metric("waba_gateway_spool_entries").await > 0.0 {
+        assert!(Instant::now() < deadline, "the spool never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.signal("TERM").code(), Some(0));
+
+    let brokers_for_consume = brokers.clone();
+    let acknowledged_for_consume = acknowledged.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        assert_all_in_kafka(&brokers_for_consume, &acknowledged_for_consume)
+    })
+    .await
+    .expect("consumed");
+    eprintln!(
+        "{} acknowledged, {spooled} on the spool at the kill, {read} records read back",
+        acknowledged.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_kafka_outage_notifications_keep_getting_200_and_all_arrive_afterwards() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let spool_dir = dir.path().to_str().expect("utf-8").to_owned();
+    let app = spawn_kafka_app(
+        &brokers,
+        &[
+            ("WABA_GATEWAY__DELIVERY__ACK", "spool"),
+            ("WABA_GATEWAY__DELIVERY__SPOOL_DIR", &spool_dir),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    cluster.broker_down(1).expect("down");
+    let mut acknowledged = BTreeSet::new();
+    for n in 0..40 {
+        let started = Instant::now();
+        let answer = app.notify(&body(n)).await;
+        assert_eq!(
+            answer.status, 200,
+            "outage: still 200 while the spool has room"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        acknowledged.insert(format!("wamid.spool-{n:05}"));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        get(&app.admin_url("/readyz")).await.status,
+        200,
+        "stays ready"
+    );
+    assert_eq!(app.metric("waba_gateway_spool_entries").await, 40.0);
+    assert!(
+        app.metric("waba_gateway_spool_oldest_entry_age_seconds")
+            .await
+            >= 0.0
+    );
+
+    cluster.broker_up(1).expect("up");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.metric("waba_gateway_spool_entries").await > 0.0 {
+        assert!(Instant::now() < deadline, "the spool never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.metric(r#"waba_gateway_changes_total{app="default",field="messages"}"#)
+            .await,
+        40.0
+    );
+    tokio::task::spawn_blocking(move || assert_all_in_kafka(&brokers, &acknowledged))
+        .await
+        .expect("consumed");
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_not_ready_then_recovers_when_kafka_returns() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let spool_dir = dir.path().to_str().expect("utf-8").to_owned();
+    let app = spawn_kafka_app(
+        &brokers,
+        &[
+            ("WABA_GATEWAY__DELIVERY__ACK", "spool"),
+            ("WABA_GATEWAY__DELIVERY__SPOOL_DIR", &spool_dir),
+            ("WABA_GATEWAY__DELIVERY__SPOOL_MAX_BYTES", "65536"),
+            ("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "8192"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    cluster.broker_down(1).expect("down");
+    let mut acknowledged = BTreeSet::new();
+    let mut n = 0;
+    let refused = loop {
+        let answer = app.notify(&body(n)).await;
+        if answer.status != 200 {
+            break answer;
+        }
+        acknowledged.insert(format!("wamid.spool-{n:05}"));
+        n += 1;
+        assert!(n < 1000, "the spool never filled");
+    };
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert!(
+        refused.text().contains("spool is full"),
+        "{}",
+        refused.text()
+    );
+    let ready = get(&app.admin_url("/readyz")).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("spool is full"));
+
+    cluster.broker_up(1).expect("up");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&app.admin_url("/readyz")).await.status != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.notify(&body(5000)).await.status,
+        200,
+        "taking notifications again"
+    );
+    acknowledged.insert("wamid.spool-05000".to_owned());
+    tokio::task::spawn_blocking(move || assert_all_in_kafka(&brokers, &acknowledged))
+        .await
+        .expect("consumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_and_loses_nothing_acknowledged() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let spool_dir = dir.path().join("spool");
+    let spool_dir = spool_dir.to_str().expect("utf-8");
+    let env = gateway_env(&brokers, spool_dir);
+    let (gateway, stop, sending) = start_under_load(dir.path(), &env).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = tokio::task::spawn_blocking(move || gateway.signal("TERM"))
+        .await
+        .expect("signalled");
+    *stop.lock().expect("lock") = true;
+    let acknowledged = sending.await.expect("load");
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    assert!(
+        acknowledged.len() > 10,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
+
+    // Whatever was still spooled at exit is sent by the next start.
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.metric("waba_gateway_spool_entries").await > 0.0 {
+        assert!(Instant::now() < deadline, "the spool never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.signal("TERM");
+    tokio::task::spawn_blocking(move || assert_all_in_kafka(&brokers, &acknowledged))
+        .await
+        .expect("consumed");
+}
