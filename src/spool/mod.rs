@@ -102,6 +102,8 @@ struct State {
     full: bool,
     next_seq: u64,
     checkpointed: u64,
+    /// Released segments whose files the writer is to delete.
+    doomed: Vec<PathBuf>,
 }
 
 impl State {
@@ -157,6 +159,7 @@ impl Spool {
             full: false,
             next_seq: checkpoint,
             checkpointed: checkpoint,
+            doomed: Vec::new(),
         };
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
@@ -317,6 +320,15 @@ impl Spool {
     /// Writes the release watermark, so that a restart replays less. Losing it only means
     /// more replays, never a loss.
     pub fn checkpoint(&self) -> std::io::Result<()> {
+        if self
+            .writer
+            .lock()
+            .expect("lock is never poisoned")
+            .is_none()
+        {
+            // Closed: no writer sweeps any more, and no fdatasync can be stalled.
+            self.sweep();
+        }
         let watermark = {
             let state = self.state.lock().expect("lock is never poisoned");
             if state.watermark() == state.checkpointed {
@@ -366,7 +378,13 @@ impl Spool {
     fn write_loop(&self, appends: mpsc::Receiver<Append>, mut file: File) {
         let mut written: u64 = 0;
         let mut buffer = Vec::with_capacity(1024 * 1024);
-        while let Ok(first) = appends.recv() {
+        loop {
+            self.sweep();
+            let first = match appends.recv_timeout(Duration::from_secs(1)) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = vec![first];
             let mut batch_bytes = batch[0].entry.body.len();
             while batch_bytes < MAX_BATCH_BYTES {
@@ -468,6 +486,19 @@ impl Spool {
         }
     }
 
+    /// Deletes the files of released segments. Runs on the writer thread between commits:
+    /// unlinking a large file is journal work that would stall a concurrent `fdatasync`,
+    /// and must not hold the state lock or an async worker either.
+    fn sweep(&self) {
+        let doomed = std::mem::take(&mut self.state.lock().expect("lock is never poisoned").doomed);
+        for path in doomed {
+            // Left behind, a segment holds only released entries, below the checkpoint.
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "could not delete a released spool segment");
+            }
+        }
+    }
+
     fn roll(&self) -> Result<File, SpoolError> {
         start_segment(
             &self.dir,
@@ -506,7 +537,8 @@ fn start_segment(dir: &Path, state: &mut State) -> Result<File, SpoolError> {
     Ok(file)
 }
 
-/// Deletes every segment but the active one whose entries are all released.
+/// Takes every segment but the active one whose entries are all released off the books;
+/// the writer thread deletes their files between two commits (see [`Spool::sweep`]).
 fn delete_released_segments(state: &mut State) {
     let watermark = state.watermark();
     let done: Vec<u64> = state
@@ -519,13 +551,8 @@ fn delete_released_segments(state: &mut State) {
         .collect();
     for first in done {
         let segment = state.segments.remove(&first).expect("listed above");
-        match std::fs::remove_file(&segment.path) {
-            Ok(()) => state.bytes -= segment.bytes,
-            Err(error) => {
-                tracing::warn!(path = %segment.path.display(), %error, "could not delete a released spool segment");
-                state.segments.insert(first, segment);
-            }
-        }
+        state.bytes -= segment.bytes;
+        state.doomed.push(segment.path);
     }
 }
 
@@ -712,11 +739,14 @@ mod tests {
         for seq in 0..40 {
             spool.release(seq);
         }
-        assert_eq!(
-            segments(dir.path()).len(),
-            1,
-            "only the active segment is left"
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while segments(dir.path()).len() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "released segments stay on disk"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(metrics.spool_bytes.get() < bytes_before / 2);
         assert_eq!(metrics.spool_entries.get(), 0);
     }

@@ -399,6 +399,10 @@ impl GatewayProcess {
 
     /// Sends `signal` (`KILL`, `TERM`) and waits for the exit.
     pub fn signal(mut self, signal: &str) -> std::process::ExitStatus {
+        self.send(signal)
+    }
+
+    fn send(&mut self, signal: &str) -> std::process::ExitStatus {
         let sent = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
@@ -411,6 +415,16 @@ impl GatewayProcess {
             }
             assert!(Instant::now() < deadline, "no exit after SIG{signal}");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    /// A test that fails half-way still leaves no gateway running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
