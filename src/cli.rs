@@ -232,7 +232,12 @@ fn tail(
     exit: bool,
     max_records: Option<u64>,
 ) -> anyhow::Result<()> {
-    let settings = load(config)?;
+    // Reading topics needs [kafka] only: no app has to be configured.
+    let (settings, mut problems) = Settings::load_layers(config.as_deref(), std::env::vars())?;
+    problems.extend(settings.kafka.routing().problems());
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems).into());
+    }
     crate::telemetry::init("warn", settings.log.format);
     let brokers = match brokers {
         Some(brokers) => brokers,

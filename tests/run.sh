@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run) and as the README shows it.
-# Installs what the build needs when it is missing (idempotent), then checks format and
-# lints and runs every test.
+# Installs what the build and the tests need when it is missing (idempotent, cached), then
+# checks format and lints and runs every test, the end-to-end suite on tansu included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,11 @@ if [ -d ../shared/fixtures/meta-payloads ]; then
 else
   echo "NOTE: ../shared/fixtures/meta-payloads not found: the sweep over Meta's payloads is skipped"
 fi
+
+# The end-to-end suite runs against tansu, a Kafka-compatible broker: installed once
+# (about 12 minutes), then cached.
+WABA_GATEWAY_TANSU=$(bash tests/tools/install-tansu.sh | tail -n 1)
+export WABA_GATEWAY_TANSU
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -1,0 +1,191 @@
+//! End to end: the gateway binary against an external Kafka-protocol broker process
+//! (tansu, with in-memory storage), over TCP, with real signed HTTP; records are read back
+//! with an rdkafka consumer that shares none of the gateway's code paths.
+//!
+//! The broker is `$WABA_GATEWAY_TANSU`, which `tests/run.sh` installs and sets. Without it
+//! these tests say SKIPPED and pass, so a plain `cargo test` works anywhere.
+//!
+//! Known limits of this broker: no topic auto-creation (so the gateway's own topic creation
+//! is exercised), an unreliable high watermark (records are read until they are all there,
+//! never up to a watermark), no transactions.
+
+#[allow(dead_code)]
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use helpers::*;
+
+/// A tansu broker on a free loopback port, stopped when dropped.
+struct Tansu {
+    child: Child,
+    address: String,
+}
+
+impl Tansu {
+    fn start() -> Option<Self> {
+        let Some(binary) = std::env::var_os("WABA_GATEWAY_TANSU") else {
+            eprintln!(
+                "SKIPPED: WABA_GATEWAY_TANSU is not set (tests/run.sh installs tansu and sets it)"
+            );
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { child, address })
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gateway_env<'a>(brokers: &'a str, ack: &'a str, spool_dir: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("WABA_GATEWAY__KAFKA__BROKERS", brokers),
+        ("WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS", "3"),
+        ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+        ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+        ("WABA_GATEWAY__DELIVERY__ACK", ack),
+        ("WABA_GATEWAY__DELIVERY__SPOOL_DIR", spool_dir),
+    ]
+}
+
+fn partitions(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("a client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    metadata.topics()[0].partitions().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_creates_its_topics_and_six_changes_arrive_as_six_records() {
+    let Some(broker) = Tansu::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let env = gateway_env(&broker.address, "kafka", spool.to_str().expect("utf-8"));
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    gateway.wait_ready().await;
+
+    let body = fixture("multi_two_entries_three_fields_each.json");
+    let signature = sign(SECRET, &body);
+    let answer = post(
+        &gateway.url(),
+        &body,
+        &[("x-hub-signature-256", &signature)],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    let topics = [
+        "whatsapp.messages",
+        "whatsapp.phone_number_quality_update",
+        "whatsapp.message_template_status_update",
+        "whatsapp.account_review_update",
+        "whatsapp.template_category_update",
+    ];
+    let address = broker.address.clone();
+    let records = tokio::task::spawn_blocking(move || consume(&address, &topics, 6))
+        .await
+        .expect("consumed");
+    assert_eq!(records.len(), 6, "exactly one record per change");
+    let by_topic: Vec<(&str, usize)> = topics
+        .iter()
+        .map(|topic| (*topic, records.iter().filter(|r| r.topic == *topic).count()))
+        .collect();
+    assert_eq!(
+        by_topic,
+        [
+            ("whatsapp.messages", 2),
+            ("whatsapp.phone_number_quality_update", 1),
+            ("whatsapp.message_template_status_update", 1),
+            ("whatsapp.account_review_update", 1),
+            ("whatsapp.template_category_update", 1),
+        ]
+    );
+    for record in &records {
+        let envelope = record.json();
+        assert_eq!(envelope["event_id"], record.event_id());
+        assert_eq!(envelope["app"], "default");
+    }
+    let address = broker.address.clone();
+    let counts =
+        tokio::task::spawn_blocking(move || topics.map(|topic| partitions(&address, topic)))
+            .await
+            .expect("metadata");
+    assert_eq!(counts, [3; 5], "created with kafka.topic_partitions");
+    assert_eq!(gateway.signal("TERM").code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_forwards_every_acknowledged_notification_to_the_broker() {
+    let Some(broker) = Tansu::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let env = gateway_env(&broker.address, "spool", spool.to_str().expect("utf-8"));
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    gateway.wait_ready().await;
+    let template = String::from_utf8(fixture("messages_status_read.json")).expect("utf-8");
+    let mut sent = BTreeSet::new();
+    for n in 0..50 {
+        let id = format!("wamid.e2e-{n:03}");
+        let body = template.replace("wamid.GWout0001AAA=", &id);
+        assert_eq!(try_notify(&gateway.url(), body.as_bytes()).await, Some(200));
+        sent.insert(id);
+    }
+    let address = broker.address.clone();
+    let records =
+        tokio::task::spawn_blocking(move || consume(&address, &["whatsapp.messages"], 50))
+            .await
+            .expect("consumed");
+    let received: BTreeSet<String> = records
+        .iter()
+        .map(|r| {
+            r.json()["value"]["statuses"][0]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(received, sent);
+    assert_eq!(gateway.signal("TERM").code(), Some(0));
+}
