@@ -90,6 +90,9 @@ struct Segment {
     file: Arc<File>,
     bytes: u64,
     last_seq: Option<u64>,
+    /// Holds corrupt bytes that could not be copied to quarantine: once released, the
+    /// whole file is moved there instead of deleted.
+    keep: bool,
 }
 
 struct State {
@@ -147,7 +150,10 @@ impl Spool {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<(Arc<Self>, Recovery), SpoolError> {
-        std::fs::create_dir_all(dir.join("quarantine"))?;
+        std::fs::create_dir_all(dir)?;
+        if let Err(error) = std::fs::create_dir_all(dir.join("quarantine")) {
+            tracing::error!(dir = %dir.display(), %error, "cannot create the spool's quarantine folder; corrupt segments will be kept in place");
+        }
         let checkpoint = read_checkpoint(dir);
         let mut recovery = Recovery::default();
         let mut state = State {
@@ -530,6 +536,7 @@ fn start_segment(dir: &Path, state: &mut State) -> Result<File, SpoolError> {
             file: Arc::new(file.try_clone()?),
             bytes: 0,
             last_seq: None,
+            keep: false,
         },
     );
     state.active = first;
@@ -552,7 +559,20 @@ fn delete_released_segments(state: &mut State) {
     for first in done {
         let segment = state.segments.remove(&first).expect("listed above");
         state.bytes -= segment.bytes;
-        state.doomed.push(segment.path);
+        if segment.keep {
+            let name = segment.path.file_name().unwrap_or_default().to_owned();
+            let kept = segment.path.with_file_name("quarantine").join(name);
+            match std::fs::rename(&segment.path, &kept) {
+                Ok(()) => {
+                    tracing::warn!(path = %kept.display(), "a released segment holding corrupt bytes was moved to quarantine")
+                }
+                Err(error) => {
+                    tracing::error!(path = %segment.path.display(), %error, "could not move a segment holding corrupt bytes to quarantine; leaving it in place")
+                }
+            }
+        } else {
+            state.doomed.push(segment.path);
+        }
     }
 }
 
@@ -596,7 +616,8 @@ fn recover_segment(
     let data = std::fs::read(path)?;
     let mut offset = 0;
     let mut last_seq = None;
-    let mut keep = data.len();
+    let mut keep = false;
+    let mut valid_bytes = data.len();
     while offset < data.len() {
         match frame::scan(&data[offset..]) {
             frame::Scanned::Frame { seq, len } => {
@@ -619,31 +640,41 @@ fn recover_segment(
             frame::Scanned::Torn if newest => {
                 tracing::warn!(path = %path.display(), bytes = data.len() - offset, "truncating a torn write at the end of the spool (never acknowledged)");
                 recovery.torn_bytes += (data.len() - offset) as u64;
-                keep = offset;
+                valid_bytes = offset;
                 break;
             }
             frame::Scanned::Torn | frame::Scanned::Corrupt => {
                 let next = frame::resync(&data, offset).unwrap_or(data.len());
-                let at = quarantine(dir, first, offset as u64, &data[offset..next])?;
-                tracing::error!(path = %path.display(), offset, bytes = next - offset, quarantine = %at.display(), "corrupt bytes in the spool moved to quarantine");
+                // Never fail the start over it (that would be a crash loop): when the copy
+                // cannot be written, the segment itself is kept.
+                match quarantine(dir, first, offset as u64, &data[offset..next]) {
+                    Ok(at) => {
+                        tracing::error!(path = %path.display(), offset, bytes = next - offset, quarantine = %at.display(), "corrupt bytes in the spool moved to quarantine")
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %path.display(), offset, bytes = next - offset, %error, "corrupt bytes in the spool could not be copied to quarantine; keeping the whole segment");
+                        keep = true;
+                    }
+                }
                 recovery.quarantined += 1;
                 offset = next;
             }
         }
     }
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    if keep < data.len() {
-        file.set_len(keep as u64)?;
+    if valid_bytes < data.len() {
+        file.set_len(valid_bytes as u64)?;
         file.sync_all()?;
     }
-    state.bytes += keep as u64;
+    state.bytes += valid_bytes as u64;
     state.segments.insert(
         first,
         Segment {
             path: path.to_owned(),
             file: Arc::new(file),
-            bytes: keep as u64,
+            bytes: valid_bytes as u64,
             last_seq,
+            keep,
         },
     );
     Ok(())
@@ -828,6 +859,36 @@ mod tests {
             .expect("dir")
             .collect();
         assert_eq!(quarantined.len(), 1, "kept on disk");
+    }
+
+    #[tokio::test]
+    async fn corruption_that_cannot_be_quarantined_keeps_its_segment_and_does_not_stop_the_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (spool, ..) = open(dir.path(), 1 << 20);
+        for n in 0..3 {
+            spool.append(entry(n, 50)).await.expect("appended");
+        }
+        spool.close();
+        drop(spool);
+        let segment = segments(dir.path())[0].clone();
+        let mut data = std::fs::read(&segment).expect("read");
+        data[frame::HEADER_BYTES + 1 + 7 + 8 + 50 + 30] ^= 0xff;
+        std::fs::write(&segment, &data).expect("write");
+        // The quarantine folder cannot take anything.
+        std::fs::remove_dir_all(dir.path().join("quarantine")).expect("remove");
+        std::fs::write(dir.path().join("quarantine"), b"not a folder").expect("write");
+
+        let (spool, recovery, ..) = open(dir.path(), 1 << 20);
+        assert_eq!(recovery.quarantined, 1);
+        assert_eq!(recovery.replayed, 2);
+        for seq in [0, 2] {
+            spool.release(seq);
+        }
+        spool.close();
+        assert!(
+            segment.exists(),
+            "the segment with the corrupt bytes is kept"
+        );
     }
 
     #[tokio::test]
