@@ -1,7 +1,8 @@
-//! Event notifications: limit, read, verify, split, publish, answer.
+//! Event notifications: limit, read, verify, then either spool the raw body (`ack =
+//! "spool"`) or split and publish it, and answer.
 //!
 //! The order matters: the signature is checked over the exact raw bytes before anything
-//! parses them, and nothing is produced for a request that fails it.
+//! parses them, and nothing is stored or produced for a request that fails it.
 
 use std::time::SystemTime;
 
@@ -26,8 +27,7 @@ impl Gateway {
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let body = self.read_body(request).await;
-        let (signature_header, body) = body?;
+        let (signature_header, body) = self.read_body(request).await?;
         self.check_signature(app, signature_header.as_ref().map(|h| h.as_bytes()), &body)?;
 
         let now = SystemTime::now();
