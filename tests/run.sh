@@ -33,4 +33,10 @@ export WABA_GATEWAY_TANSU
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+# The black-box and end-to-end tests run the release binary, the one that ships.
+cargo build --locked --release --bin waba-gateway
+WABA_GATEWAY_BINARY=$PWD/target/release/waba-gateway cargo test --locked
+
+# Offline validation of the Dockerfile, docker-compose.yml, the Helm chart, the alert
+# rules and the dashboard (no Docker engine or cluster needed).
+bash deploy/validate.sh target/release/waba-gateway

@@ -318,9 +318,13 @@ pub fn consume(brokers: &str, topics: &[&str], count: usize) -> Vec<Consumed> {
     records
 }
 
-/// The `waba-gateway` binary with the caller's environment cleared of gateway settings.
+/// The `waba-gateway` binary with the caller's environment cleared of gateway settings:
+/// `$WABA_GATEWAY_BINARY` when set (tests/run.sh points it at the release build, the one
+/// that ships), else the test profile's build.
 pub fn binary() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_waba-gateway"));
+    let path = std::env::var_os("WABA_GATEWAY_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_waba-gateway").into());
+    let mut command = std::process::Command::new(path);
     command
         .env_remove("WABA_GATEWAY_CONFIG")
         .env_remove("RUST_LOG");

@@ -2,6 +2,7 @@
 //! tests run the real rdkafka producer against librdkafka's mock cluster over TCP.
 
 mod binary;
+mod deploy_artifacts;
 mod helpers;
 mod kafka;
 mod meta_payloads;

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -115,12 +115,7 @@ impl FakeGraph {
 
     /// Runs the binary with the Graph base URL pointed here and fast retries.
     async fn run(&self, line: &str, extra_env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_waba-gateway"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("WABA_GATEWAY") || key == "RUST_LOG" {
-                command.env_remove(key);
-            }
-        }
+        let mut command = crate::helpers::binary();
         command
             .args(line.split_whitespace())
             .env("RUST_LOG", "debug")

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Offline validation of everything this repository deploys: no Docker engine and no
+# cluster are needed. Installs its tools idempotently (Debian: prometheus for promtool,
+# docker-compose; PyPI, in a cached virtualenv: helm-python-sdk, kubernetes-validate,
+# check-jsonschema, dockerfile-parse).
+#
+#   bash deploy/validate.sh [path/to/waba-gateway]
+#
+# The gateway binary (default target/debug/waba-gateway) loads the configuration the
+# chart renders, so that what Kubernetes would run is known to start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gateway=${1:-target/debug/waba-gateway}
+venv="${WABA_GATEWAY_TOOLS:-$HOME/.cache/waba-gateway/tools}/validate-venv"
+kube_version=1.30.0
+
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/check-jsonschema" ] \
+   || ! "$venv/bin/python" -c 'import helm_python, dockerfile_parse' 2>/dev/null; then
+  echo "installing the Python validators into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q helm-python-sdk kubernetes-validate check-jsonschema dockerfile-parse
+fi
+
+step() { echo "== $*"; }
+
+step "Prometheus rules: syntax and unit tests"
+promtool check rules deploy/prometheus/rules.yml
+promtool test rules deploy/prometheus/rules_test.yml
+cmp deploy/prometheus/rules.yml helm/waba-gateway/files/rules.yml
+
+step "docker-compose.yml: docker-compose and the compose-spec schema"
+docker-compose -f docker-compose.yml config -q
+"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
+promtool check config deploy/prometheus/prometheus.yml >/dev/null 2>&1 || {
+  # The compose config names rules by their in-container path; check a local copy.
+  tmp=$(mktemp -d); sed "s#/etc/prometheus/#$PWD/deploy/prometheus/#" deploy/prometheus/prometheus.yml > "$tmp/prometheus.yml"
+  promtool check config "$tmp/prometheus.yml"; rm -rf "$tmp"; }
+
+step "Grafana dashboard and provisioning"
+"$venv/bin/python" - <<'PY'
+import json, sys, yaml
+dashboard = json.load(open("deploy/grafana/dashboards/waba-gateway.json"))
+assert dashboard["uid"] == "waba-gateway" and dashboard["panels"], "dashboard needs a uid and panels"
+for panel in dashboard["panels"]:
+    assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+for path in ["deploy/grafana/provisioning/datasources/prometheus.yml", "deploy/grafana/provisioning/dashboards/waba-gateway.yml"]:
+    assert yaml.safe_load(open(path))["apiVersion"] == 1, path
+print(f"{len(dashboard['panels'])} panels")
+PY
+
+step "Dockerfile"
+"$venv/bin/python" - <<'PY'
+from dockerfile_parse import DockerfileParser
+parser = DockerfileParser("deploy/Dockerfile")
+instructions = [(i["instruction"], i["value"]) for i in parser.structure]
+froms = [v for k, v in instructions if k == "FROM"]
+assert len(froms) >= 2, "multi-stage build"
+assert any(k == "RUN" and "cargo build --release --locked" in v for k, v in instructions), "cargo build --release --locked"
+users = [v for k, v in instructions if k == "USER"]
+assert users and users[-1].split(":")[0] not in ("root", "0"), "runs as a non-root user"
+assert any(k == "HEALTHCHECK" for k, _ in instructions), "HEALTHCHECK"
+print(f"{len(froms)} stages, user {users[-1]}")
+PY
+
+step "Helm chart: lint, render with defaults and with every feature, validate"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$venv/bin/python" - "$out" <<'PY'
+import json, os, sys
+import helm_python
+chart_path, out = "helm/waba-gateway", sys.argv[1]
+report = helm_python.lint(chart_path, strict=True)
+problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
+for m in report["messages"]:
+    print(f"  lint: {m['path']}: {m['error']}")
+if problems:
+    sys.exit(f"helm lint --strict: {problems}")
+secrets = {"default-secret": "s", "default-verify-token": "t", "eu-secret": "s2", "eu-verify-token": "t2", "eu-previous-secrets": "old\n"}
+variants = {
+    "defaults": {"secret": {"data": {"default-secret": "s", "default-verify-token": "t"}}},
+    "everything": {
+        "apps": {"default": {"path": "/webhook"}, "eu": {"path": "/webhook/eu", "rotating": True}},
+        "secret": {"data": secrets},
+        "persistence": {"enabled": True, "storageClassName": "fast"},
+        "ingress": {"enabled": True, "className": "nginx", "tls": [{"secretName": "hooks", "hosts": ["hooks.example.com"]}]},
+        "autoscaling": {"enabled": True},
+        "podDisruptionBudget": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+    },
+}
+chart = helm_python.Chart.load(chart_path)
+for variant, values in variants.items():
+    rendered = chart.render(values, name="gw", namespace="whatsapp", is_install=True)
+    folder = os.path.join(out, variant)
+    os.makedirs(folder)
+    kinds = []
+    for template, manifest in rendered.items():
+        if template.endswith("NOTES.txt") or not manifest.strip():
+            continue
+        name = template.replace("/", "_")
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(manifest)
+        kinds.append(name)
+    print(f"  {variant}: {len(kinds)} manifests")
+PY
+for variant in defaults everything; do
+  # Kubernetes' own kinds against the offline schemas of $kube_version; the
+  # monitoring.coreos.com kinds are checked below.
+  files=$(grep -L -E '^kind: (ServiceMonitor|PrometheusRule)' "$out/$variant"/*.yaml || true)
+  # shellcheck disable=SC2086
+  "$venv/bin/kubernetes-validate" -k "$kube_version" --strict $files
+done
+test -s "$out/everything/waba-gateway_templates_statefulset.yaml"
+test -s "$out/everything/waba-gateway_templates_servicemonitor.yaml"
+# The PrometheusRule carries rules promtool accepts.
+"$venv/bin/python" -c '
+import sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+yaml.safe_dump(rule["spec"], open(sys.argv[2], "w"))
+' "$out/everything/waba-gateway_templates_prometheusrule.yaml" "$out/rules-from-chart.yml"
+promtool check rules "$out/rules-from-chart.yml"
+
+step "The configuration the chart renders loads in the gateway"
+for variant in defaults everything; do
+  "$venv/bin/python" - "$out/$variant" <<'PY'
+import os, sys, yaml
+folder = sys.argv[1]
+config = yaml.safe_load(open(os.path.join(folder, "waba-gateway_templates_configmap.yaml")))["data"]["config.toml"]
+secret = yaml.safe_load(open(os.path.join(folder, "waba-gateway_templates_secret.yaml")))["stringData"]
+os.makedirs(os.path.join(folder, "secrets"), exist_ok=True)
+for key, value in secret.items():
+    open(os.path.join(folder, "secrets", key), "w").write(value)
+open(os.path.join(folder, "config.toml"), "w").write(config.replace("/etc/waba-gateway-secrets/", os.path.join(folder, "secrets") + "/"))
+PY
+  "$gateway" check-config --config "$out/$variant/config.toml" >/dev/null
+  echo "  $variant: check-config accepts it"
+done
+echo "deploy validation: all checks passed"

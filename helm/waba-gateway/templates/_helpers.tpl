@@ -1,0 +1,119 @@
+{{- define "waba-gateway.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "waba-gateway.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "waba-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "waba-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "waba-gateway.labels" -}}
+{{ include "waba-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "waba-gateway.secretName" -}}
+{{- default (include "waba-gateway.fullname" .) .Values.secret.existingSecret -}}
+{{- end -}}
+
+{{/* The termination grace period: the drain timeout plus room to flush and exit. */}}
+{{- define "waba-gateway.gracePeriodSeconds" -}}
+{{- add (div (int .Values.config.shutdown.drain_timeout_ms) 1000) 15 -}}
+{{- end -}}
+
+{{/* The pod template shared by the Deployment and the StatefulSet. */}}
+{{- define "waba-gateway.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "waba-gateway.selectorLabels" . | nindent 4 }}
+  annotations:
+    checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  terminationGracePeriodSeconds: {{ include "waba-gateway.gracePeriodSeconds" . }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 10001
+    runAsGroup: 10001
+    fsGroup: 10001
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: gateway
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args: ["serve", "--config", "/etc/waba-gateway/config.toml"]
+      ports:
+        - name: http
+          containerPort: 8080
+        - name: metrics
+          containerPort: 9090
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: metrics
+        periodSeconds: 10
+        failureThreshold: 3
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: metrics
+        periodSeconds: 5
+        failureThreshold: 2
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      volumeMounts:
+        - name: config
+          mountPath: /etc/waba-gateway
+          readOnly: true
+        - name: secrets
+          mountPath: /etc/waba-gateway-secrets
+          readOnly: true
+        - name: spool
+          mountPath: /var/lib/waba-gateway/spool
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "waba-gateway.fullname" . }}
+    - name: secrets
+      secret:
+        secretName: {{ include "waba-gateway.secretName" . }}
+    {{- if not .Values.persistence.enabled }}
+    - name: spool
+      emptyDir:
+        sizeLimit: {{ .Values.persistence.emptyDirSizeLimit }}
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
