@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{AckMode, Settings};
-use crate::http::Gateway;
+use crate::http::{Gateway, Listener};
 use crate::metrics::Metrics;
 use crate::publish::embedded::EmbeddedKafka;
 use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
@@ -220,25 +220,19 @@ impl App {
 
         let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
-        let public_gateway = gateway.clone();
         let public_task = tokio::spawn(serve(
             public,
+            Listener::Public,
+            gateway.clone(),
             header_read_timeout,
             stop_public,
-            move |request| {
-                let gateway = public_gateway.clone();
-                async move { gateway.handle_public(request).await }
-            },
         ));
-        let admin_gateway = gateway.clone();
         let admin_task = tokio::spawn(serve(
             admin,
+            Listener::Admin,
+            gateway.clone(),
             header_read_timeout,
             stop_admin,
-            move |request| {
-                let gateway = admin_gateway.clone();
-                async move { gateway.handle_admin(request).await }
-            },
         ));
 
         shutdown.await;
@@ -338,16 +332,13 @@ async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readi
 
 /// Accepts connections until `stop` turns true; returns a future that resolves when the
 /// connections still open have finished their requests.
-async fn serve<S, F>(
-    listener: TcpListener,
+async fn serve(
+    socket: TcpListener,
+    listener: Listener,
+    gateway: Arc<Gateway>,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-    handler: S,
-) -> impl Future<Output = ()>
-where
-    S: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = hyper::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
-{
+) -> impl Future<Output = ()> {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -356,7 +347,7 @@ where
         .keep_alive(true);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = socket.accept() => {
                 let (stream, _) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -367,10 +358,10 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
+                let gateway = gateway.clone();
                 let service = service_fn(move |request| {
-                    let response = handler(request);
-                    async move { Ok::<_, Infallible>(response.await) }
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
                 });
                 let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -382,7 +373,7 @@ where
             _ = stop.changed() => break,
         }
     }
-    drop(listener);
+    drop(socket);
     graceful.shutdown()
 }
 

@@ -26,6 +26,15 @@ use crate::routing::Routing;
 use crate::shutdown::Readiness;
 use crate::spool::Spool;
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Webhooks, `/healthz`, `/readyz`.
+    Public,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    Admin,
+}
+
 /// One Meta app as the handlers see it.
 pub struct AppRoute {
     /// The app's name (the `wa-app` header and the `app` label).
@@ -102,8 +111,20 @@ impl Gateway {
         }
     }
 
+    /// Answers a request that came in on `listener`.
+    pub async fn handle<B>(&self, listener: Listener, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match listener {
+            Listener::Public => self.handle_public(request).await,
+            Listener::Admin => self.handle_admin(request).await,
+        }
+    }
+
     /// Answers a request on the public listener.
-    pub async fn handle_public<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    async fn handle_public<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -126,7 +147,7 @@ impl Gateway {
     }
 
     /// Answers a request on the admin listener.
-    pub async fn handle_admin<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+    async fn handle_admin<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let (route, result) = match request.uri().path() {
             "/metrics" => ("metrics", self.metrics(&request)),
