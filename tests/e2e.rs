@@ -177,15 +177,7 @@ async fn the_spool_forwards_every_acknowledged_notification_to_the_broker() {
         tokio::task::spawn_blocking(move || consume(&address, &["whatsapp.messages"], 50))
             .await
             .expect("consumed");
-    let received: BTreeSet<String> = records
-        .iter()
-        .map(|r| {
-            r.json()["value"]["statuses"][0]["id"]
-                .as_str()
-                .expect("id")
-                .to_owned()
-        })
-        .collect();
+    let received: BTreeSet<String> = records.iter().map(|r| r.item_id("statuses")).collect();
     assert_eq!(received, sent);
     assert_eq!(gateway.signal("TERM").code(), Some(0));
 }

@@ -258,6 +258,25 @@ impl Consumed {
     pub fn event_id(&self) -> &str {
         &self.headers["wa-event-id"]
     }
+
+    /// The id of the change's first message (`messages`) or status (`statuses`).
+    pub fn item_id(&self, list: &str) -> String {
+        self.json()["value"][list][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the record has no value.{list}[0].id"))
+            .to_owned()
+    }
+}
+
+/// The exact bytes of an envelope's `value` member: the envelope ends `"value":<raw>}`.
+pub fn envelope_value_bytes(envelope: &[u8]) -> &[u8] {
+    let marker = b",\"value\":";
+    let start = envelope
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("an envelope value")
+        + marker.len();
+    &envelope[start..envelope.len() - 1]
 }
 
 /// Reads `topics` from the beginning until `count` records arrived (or 20 s passed), then

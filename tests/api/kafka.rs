@@ -18,17 +18,6 @@ const ALL_TOPICS: &[&str] = &[
     "whatsapp.template_category_update",
 ];
 
-/// The exact bytes of the envelope's `value` member: the envelope ends `"value":<raw>}`.
-fn value_bytes(value: &[u8]) -> &[u8] {
-    let marker = b",\"value\":";
-    let start = value
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("an envelope value")
-        + marker.len();
-    &value[start..value.len() - 1]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_entries_of_three_changes_become_six_exact_records_with_stable_event_ids() {
     let cluster = MockCluster::new(1).expect("mock cluster");
@@ -81,7 +70,7 @@ async fn two_entries_of_three_changes_become_six_exact_records_with_stable_event
             .expect("every record is one of the changes");
         let field = change["field"].as_str().expect("field");
         assert_eq!(record.topic, format!("whatsapp.{field}"));
-        let raw = value_bytes(&record.value);
+        let raw = envelope_value_bytes(&record.value);
         assert!(
             body.windows(raw.len()).any(|w| w == raw),
             "the value is the change's bytes exactly"
@@ -143,15 +132,7 @@ async fn one_conversation_keeps_its_order_on_one_partition() {
     let records = consume(&brokers, &["whatsapp.messages"], 20);
     let partitions: BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
     assert_eq!(partitions.len(), 1, "one key, one partition");
-    let received: Vec<String> = records
-        .iter()
-        .map(|r| {
-            r.json()["value"]["messages"][0]["id"]
-                .as_str()
-                .expect("id")
-                .to_owned()
-        })
-        .collect();
+    let received: Vec<String> = records.iter().map(|r| r.item_id("messages")).collect();
     assert_eq!(received, sent);
 }
 
@@ -222,15 +203,7 @@ async fn produce_errors_and_a_dead_broker_get_503_within_the_ack_timeout_never_2
     // Every 200 is in Kafka. (A 503'd body may be there too: Meta's retry makes it a
     // duplicate with the same event_id, which is at-least-once.)
     let records = consume(&brokers, &["whatsapp.messages"], accepted.len());
-    let ids: BTreeSet<String> = records
-        .iter()
-        .map(|r| {
-            r.json()["value"]["messages"][0]["id"]
-                .as_str()
-                .expect("id")
-                .to_owned()
-        })
-        .collect();
+    let ids: BTreeSet<String> = records.iter().map(|r| r.item_id("messages")).collect();
     for n in &accepted {
         assert!(
             ids.contains(&format!("wamid.fault-{n:03}")),
@@ -299,15 +272,7 @@ async fn under_concurrent_load_with_faults_every_200_is_in_kafka() {
     );
     eprintln!("{} answered 200, {refused} answered 503", ok.len());
     let records = consume(&brokers, &["whatsapp.messages"], ok.len());
-    let ids: BTreeSet<String> = records
-        .iter()
-        .map(|r| {
-            r.json()["value"]["statuses"][0]["id"]
-                .as_str()
-                .expect("id")
-                .to_owned()
-        })
-        .collect();
+    let ids: BTreeSet<String> = records.iter().map(|r| r.item_id("statuses")).collect();
     let missing: Vec<usize> = ok
         .iter()
         .copied()

@@ -77,16 +77,7 @@ async fn every_shared_meta_payload_is_accepted_and_split_losslessly() {
                 for record in &records {
                     let envelope: Value = serde_json::from_slice(&record.value).expect("envelope");
                     assert_eq!(envelope["app"], "default", "{name}");
-                    let raw = {
-                        let marker = b",\"value\":";
-                        let at = record
-                            .value
-                            .windows(marker.len())
-                            .position(|w| w == marker)
-                            .expect("value")
-                            + marker.len();
-                        &record.value[at..record.value.len() - 1]
-                    };
+                    let raw = envelope_value_bytes(&record.value);
                     assert!(
                         body.windows(raw.len()).any(|w| w == raw),
                         "{name}: value bytes not in the body"

@@ -18,20 +18,13 @@ fn body(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
-fn message_id(record: &Consumed) -> String {
-    record.json()["value"]["messages"][0]["id"]
-        .as_str()
-        .expect("a message id")
-        .to_owned()
-}
-
 /// Every acknowledged id is in Kafka, and every copy of one id carries one event_id.
 fn assert_all_in_kafka(brokers: &str, acknowledged: &BTreeSet<String>) -> usize {
     let records = consume(brokers, &["whatsapp.messages"], acknowledged.len());
     let mut event_ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for record in &records {
         event_ids
-            .entry(message_id(record))
+            .entry(record.item_id("messages"))
             .or_default()
             .insert(record.event_id().to_owned());
     }
