@@ -13,8 +13,8 @@ use anyhow::Context;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::{AckMode, Settings};
 use crate::http::{Gateway, Listener};
@@ -24,6 +24,11 @@ use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
 use crate::publish::{Publisher, Sink};
 use crate::shutdown::Readiness;
 use crate::spool::{Spool, forwarder};
+use crate::tls::{self, Tls};
+
+/// Connections over `server.max_connections` that are answered 503 at once; beyond them
+/// a connection is closed unanswered.
+const OVER_CAPACITY_CONNECTIONS: usize = 64;
 
 /// What the caller may supply instead of the defaults (tests use it).
 #[derive(Default)]
@@ -41,7 +46,10 @@ pub struct App {
     publisher: Arc<dyn Publisher>,
     kafka: Option<Arc<KafkaPublisher>>,
     readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
     header_read_timeout: Duration,
+    max_connections: usize,
     drain_timeout: Duration,
     embedded: Option<EmbeddedKafka>,
 }
@@ -145,8 +153,15 @@ impl App {
             spool,
             sink,
             routing,
-            metrics,
+            metrics: metrics.clone(),
         });
+        let tls = settings
+            .server
+            .tls
+            .as_ref()
+            .map(|tls| Tls::new(tls).map(Arc::new))
+            .transpose()
+            .context("loading [server.tls]")?;
 
         let public = TcpListener::bind(settings.server.listen)
             .await
@@ -162,7 +177,10 @@ impl App {
             publisher,
             kafka,
             readiness,
+            metrics,
+            tls,
             header_read_timeout: Duration::from_millis(settings.server.header_read_timeout_ms),
+            max_connections: settings.server.max_connections,
             drain_timeout: Duration::from_millis(settings.shutdown.drain_timeout_ms),
             embedded,
         })
@@ -192,15 +210,20 @@ impl App {
             publisher,
             kafka,
             readiness,
+            metrics,
+            tls,
             header_read_timeout,
+            max_connections,
             drain_timeout,
             embedded,
         } = self;
         tracing::info!(
             public = %public.local_addr()?,
             admin = %admin.local_addr()?,
+            https = tls.is_some(),
             "listening"
         );
+        let tls_reloader = tokio::spawn(reload_tls(tls.clone(), metrics.clone()));
         let readiness_check = tokio::spawn(wait_for_kafka(kafka, readiness.clone()));
         let (forwarder_mode, forwarder) = match forwarding {
             Some(forwarding) => {
@@ -222,16 +245,26 @@ impl App {
         let (stop_admin_tx, stop_admin) = watch::channel(false);
         let public_task = tokio::spawn(serve(
             public,
-            Listener::Public,
-            gateway.clone(),
-            header_read_timeout,
+            Serving {
+                listener: Listener::Public,
+                gateway: gateway.clone(),
+                metrics: metrics.clone(),
+                header_read_timeout,
+                max_connections: Some(max_connections),
+                tls,
+            },
             stop_public,
         ));
         let admin_task = tokio::spawn(serve(
             admin,
-            Listener::Admin,
-            gateway.clone(),
-            header_read_timeout,
+            Serving {
+                listener: Listener::Admin,
+                gateway: gateway.clone(),
+                metrics,
+                header_read_timeout,
+                max_connections: None,
+                tls: None,
+            },
             stop_admin,
         ));
 
@@ -239,6 +272,7 @@ impl App {
         let deadline = Instant::now() + drain_timeout;
         readiness.start_draining();
         readiness_check.abort();
+        tls_reloader.abort();
         tracing::info!(
             drain_timeout_ms = drain_timeout.as_millis() as u64,
             "draining: not ready, no new connections, finishing requests in flight"
@@ -330,21 +364,36 @@ async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readi
     }
 }
 
+/// How one listener serves its connections.
+struct Serving {
+    listener: Listener,
+    gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
+    header_read_timeout: Duration,
+    /// The connection cap, on the webhook listener.
+    max_connections: Option<usize>,
+    tls: Option<Arc<Tls>>,
+}
+
 /// Accepts connections until `stop` turns true; returns a future that resolves when the
 /// connections still open have finished their requests.
 async fn serve(
     socket: TcpListener,
-    listener: Listener,
-    gateway: Arc<Gateway>,
-    header_read_timeout: Duration,
+    serving: Serving,
     mut stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(serving.header_read_timeout)
         .keep_alive(true);
+    let mut over_capacity_builder = builder.clone();
+    over_capacity_builder.keep_alive(false);
+    let open = serving
+        .max_connections
+        .map(|cap| Arc::new(Semaphore::new(cap)));
+    let over_capacity = Arc::new(Semaphore::new(OVER_CAPACITY_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = socket.accept() => {
@@ -358,23 +407,173 @@ async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gateway = gateway.clone();
-                let service = service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
-                });
-                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                });
+                let (listener, builder, permit) = match &open {
+                    None => (serving.listener, &builder, None),
+                    Some(open) => match open.clone().try_acquire_owned() {
+                        Ok(permit) => (serving.listener, &builder, Some(permit)),
+                        Err(_) => {
+                            serving
+                                .metrics
+                                .overload_refusals
+                                .with_label_values(&["connections"])
+                                .inc();
+                            match over_capacity.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    (Listener::OverCapacity, &over_capacity_builder, Some(permit))
+                                }
+                                // Flooded even past the answered overflow: close at once.
+                                Err(_) => continue,
+                            }
+                        }
+                    },
+                };
+                let connection = Connection {
+                    listener,
+                    builder: builder.clone(),
+                    gateway: serving.gateway.clone(),
+                    metrics: serving.metrics.clone(),
+                    tls: serving.tls.clone(),
+                    handshake_timeout: serving.header_read_timeout,
+                    watcher: graceful.watcher(),
+                    permit,
+                };
+                tokio::spawn(connection.run(stream));
             }
             _ = stop.changed() => break,
         }
     }
     drop(socket);
     graceful.shutdown()
+}
+
+/// One accepted connection, served on its own task.
+struct Connection {
+    listener: Listener,
+    builder: hyper::server::conn::http1::Builder,
+    gateway: Arc<Gateway>,
+    metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
+    handshake_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+    /// Held while the connection is open, when it counts against a cap.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream) {
+        let counted = self.permit.is_some();
+        if counted {
+            self.metrics.connections.inc();
+        }
+        let metrics = self.metrics.clone();
+        self.serve(stream).await;
+        if counted {
+            metrics.connections.dec();
+        }
+    }
+
+    async fn serve(self, stream: TcpStream) {
+        let Self {
+            listener,
+            builder,
+            gateway,
+            metrics,
+            tls,
+            handshake_timeout,
+            watcher,
+            permit: _permit,
+        } = self;
+        let service = service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
+        });
+        let served = match tls {
+            None => {
+                watcher
+                    .watch(builder.serve_connection(TokioIo::new(stream), service))
+                    .await
+            }
+            Some(tls) => {
+                let handshake =
+                    tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream));
+                let stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        let reason = tls::failure_reason(&error);
+                        metrics
+                            .tls_handshake_failures
+                            .with_label_values(&[reason])
+                            .inc();
+                        tracing::debug!(reason, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics
+                            .tls_handshake_failures
+                            .with_label_values(&["timeout"])
+                            .inc();
+                        tracing::debug!(
+                            "TLS handshake did not finish within server.header_read_timeout_ms"
+                        );
+                        return;
+                    }
+                };
+                watcher
+                    .watch(builder.serve_connection(TokioIo::new(stream), service))
+                    .await
+            }
+        };
+        if let Err(error) = served {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    }
+}
+
+/// Reloads the TLS certificate on SIGHUP, and when its files change. Without TLS, SIGHUP
+/// is only logged (it would otherwise end the process).
+async fn reload_tls(tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; TLS files are still checked for changes");
+            None
+        }
+    };
+    let Some(tls) = tls else {
+        while let Some(hangup) = hangup.as_mut() {
+            if hangup.recv().await.is_none() {
+                return;
+            }
+            tracing::info!("SIGHUP: nothing to reload without [server.tls]");
+        }
+        return;
+    };
+    let mut interval = tokio::time::interval(tls.reload_interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        let (trigger, reloaded) = tokio::select! {
+            _ = interval.tick() => ("file change", tls.reload_if_changed()),
+            Some(()) = async { match hangup.as_mut() { Some(hangup) => hangup.recv().await, None => std::future::pending().await } } => {
+                ("SIGHUP", tls.reload().map(|()| true))
+            }
+        };
+        match reloaded {
+            Ok(false) => {}
+            Ok(true) => {
+                metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(
+                    trigger,
+                    "TLS certificate and key reloaded; new connections use them"
+                );
+            }
+            Err(error) => {
+                metrics.tls_reloads.with_label_values(&["error"]).inc();
+                tracing::warn!(trigger, %error, "TLS files not reloaded; the certificate in use stays");
+            }
+        }
+    }
 }
 
 fn write_address_file(path: &std::path::Path, address: &str) {

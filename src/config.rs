@@ -66,8 +66,13 @@ pub struct ServerSettings {
     pub header_read_timeout_ms: u64,
     /// A request's body must arrive within this time, else 408.
     pub request_timeout_ms: u64,
-    /// HTTPS served by the gateway itself (not supported by this build: end TLS at the
-    /// load balancer).
+    /// Open connections on the webhook listener; a connection over the cap gets 503 and
+    /// is closed.
+    pub max_connections: usize,
+    /// Notifications being read, verified and accepted at once; one more gets 503. Bounds
+    /// memory: at most `max_in_flight_requests` × `max_body_bytes` of bodies.
+    pub max_in_flight_requests: usize,
+    /// HTTPS served by the gateway itself, optionally with Meta's mTLS client certificate.
     pub tls: Option<TlsSettings>,
 }
 
@@ -78,24 +83,43 @@ impl Default for ServerSettings {
             max_body_bytes: 4 * 1024 * 1024,
             header_read_timeout_ms: 5_000,
             request_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_in_flight_requests: 256,
             tls: None,
         }
     }
 }
 
 /// `[server.tls]`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
-    /// PEM certificate chain.
+    /// PEM certificate chain, the server's certificate first.
     pub cert_file: PathBuf,
-    /// PEM private key.
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
-    /// PEM CA that client certificates must chain to (mTLS); none means no client auth.
+    /// PEM CA certificates that a client certificate must chain to (mTLS): Meta's
+    /// outbound API CA. None means no client certificate is asked for.
     pub client_ca_file: Option<PathBuf>,
-    /// Names a client certificate's CN or SAN must carry.
-    #[serde(default)]
+    /// With `client_ca_file`: the names a client certificate's CN or a SAN DNS name must
+    /// be one of.
+    #[serde(default = "default_client_names")]
     pub client_names: Vec<String>,
+    /// How often the files are checked for changes (a certificate rotated by
+    /// cert-manager); SIGHUP reloads them at once.
+    #[serde(default = "default_tls_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+/// The name on Meta's webhook client certificate.
+pub const META_CLIENT_NAME: &str = "client.webhooks.fbclientcerts.com";
+
+fn default_client_names() -> Vec<String> {
+    vec![META_CLIENT_NAME.to_owned()]
+}
+
+fn default_tls_reload_interval_ms() -> u64 {
+    10_000
 }
 
 /// `[admin]`.
@@ -459,12 +483,30 @@ impl Settings {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let server = &self.server;
-        if server.tls.is_some() {
-            problems.push(
-                "server.tls: this build does not serve HTTPS itself; end TLS at the load \
-                 balancer and remove [server.tls]"
-                    .to_owned(),
-            );
+        if let Some(tls) = &server.tls {
+            if let Err(error) = crate::tls::load(tls) {
+                problems.push(format!("server.tls: {error}"));
+            }
+            if tls.client_ca_file.is_some() && tls.client_names.is_empty() {
+                problems.push(format!(
+                    "server.tls.client_names is empty, so no client certificate could pass; \
+                     leave it out for Meta's \"{META_CLIENT_NAME}\""
+                ));
+            }
+            if tls.reload_interval_ms == 0 {
+                problems.push("server.tls.reload_interval_ms must be greater than 0".to_owned());
+            }
+        }
+        for (key, value) in [
+            ("server.max_connections", server.max_connections),
+            (
+                "server.max_in_flight_requests",
+                server.max_in_flight_requests,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} must be greater than 0"));
+            }
         }
         if !(1024..=64 * 1024 * 1024).contains(&server.max_body_bytes) {
             problems.push(format!(

@@ -70,6 +70,10 @@ pub enum EnvelopeError {
     /// An empty array.
     #[error("the body is an empty array")]
     NoNotifications,
+    /// A number too large for a 64-bit float, which consumers' JSON parsers reject or
+    /// turn into infinity.
+    #[error("the body holds a number out of range")]
+    NumberOutOfRange,
 }
 
 impl EnvelopeError {
@@ -83,6 +87,7 @@ impl EnvelopeError {
             Self::MissingEntry => "missing_entry",
             Self::EntryNotAList => "entry_not_a_list",
             Self::NoNotifications => "no_notifications",
+            Self::NumberOutOfRange => "number_out_of_range",
         }
     }
 }
@@ -123,6 +128,9 @@ pub fn split(
     received_at: &str,
 ) -> Result<Vec<Record>, EnvelopeError> {
     let notifications = parse_notifications(body)?;
+    if has_number_out_of_range(body) {
+        return Err(EnvelopeError::NumberOutOfRange);
+    }
     let mut records = Vec::new();
     for notification in notifications {
         for entry in notification.entries {
@@ -236,6 +244,53 @@ fn parse_notifications(body: &[u8]) -> Result<Vec<Notification<'_>>, EnvelopeErr
             Err(EnvelopeError::NotAnObject)
         }
     }
+}
+
+/// Whether valid JSON holds a number that overflows an `f64` (`1e400`, a 400-digit
+/// integer). The parser that splits the body passes numbers through unread, so they are
+/// looked for here, in one pass that skips strings.
+fn has_number_out_of_range(json: &[u8]) -> bool {
+    let mut at = 0;
+    while at < json.len() {
+        match json[at] {
+            b'"' => {
+                // Skip to the closing quote, stepping over escapes.
+                at += 1;
+                while let Some(offset) = memchr::memchr2(b'"', b'\\', &json[at..]) {
+                    at += offset;
+                    if json[at] == b'"' {
+                        break;
+                    }
+                    at += 2;
+                }
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                let mut exponent = false;
+                while let Some(&byte) = json.get(at) {
+                    match byte {
+                        b'0'..=b'9' | b'-' | b'+' | b'.' => {}
+                        b'e' | b'E' => exponent = true,
+                        _ => break,
+                    }
+                    at += 1;
+                }
+                // Up to 300 digits without an exponent always fit.
+                if exponent || at - start > 300 {
+                    let finite = std::str::from_utf8(&json[start..at])
+                        .ok()
+                        .and_then(|number| number.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite);
+                    if !finite {
+                        return true;
+                    }
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    false
 }
 
 fn notification(shape: NotificationShape<'_>) -> Result<Notification<'_>, EnvelopeError> {
@@ -768,7 +823,7 @@ mod tests {
 
     #[test]
     fn bodies_that_are_not_notifications_are_errors_with_a_reason() {
-        let cases: [(&[u8], &str); 9] = [
+        let cases: [(&[u8], &str); 11] = [
             (b"", "empty_body"),
             (b" \r\n\t", "empty_body"),
             (b"{\"entry\":[\xff]}", "invalid_utf8"),
@@ -778,6 +833,8 @@ mod tests {
             (b"{\"object\":\"page\"}", "missing_entry"),
             (b"{\"entry\":{\"id\":\"1\"}}", "entry_not_a_list"),
             (b"[]", "no_notifications"),
+            (br#"{"entry":[{"time":1e400}]}"#, "number_out_of_range"),
+            (br#"{"entry":[],"n":-1E+309}"#, "number_out_of_range"),
         ];
         for (body, reason) in cases {
             let error = split(&routing(), "default", body, AT).expect_err("not a notification");
@@ -804,6 +861,28 @@ mod tests {
                 .reason(),
             "invalid_json"
         );
+    }
+
+    #[test]
+    fn only_numbers_that_overflow_a_double_are_out_of_range() {
+        let long = "9".repeat(400);
+        for (json, out_of_range) in [
+            (
+                "[1e308, -1.5E-400, 0, -0.0, 123456789012345678901234567890]",
+                false,
+            ),
+            (r#"{"a":"1e400 in a string \" 1e999","b":[2e10]}"#, false),
+            ("[1.8e308]", true),
+            ("[-1e400]", true),
+            (&format!("[{long}]"), true),
+            (&format!("[0.{long}]"), false),
+        ] {
+            assert_eq!(
+                has_number_out_of_range(json.as_bytes()),
+                out_of_range,
+                "{json}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`routing`] names the topic of each field (pure);
 //! - [`config`] is the typed settings tree;
 //! - [`publish`] produces records to Kafka (or memory, in tests) and waits for acks;
-//! - [`metrics`] holds the Prometheus metrics.
+//! - [`metrics`] holds the Prometheus metrics;
+//! - [`tls`] serves HTTPS and checks Meta's mTLS client certificate.
 
 pub mod app;
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod signature;
 pub mod spool;
 pub mod tail;
 pub mod telemetry;
+pub mod tls;

@@ -49,6 +49,15 @@ pub struct Metrics {
     pub spool_fsyncs: IntCounter,
     /// `waba_gateway_spool_quarantined_total`: corrupt spool ranges moved aside.
     pub spool_quarantined: IntCounter,
+    /// `waba_gateway_connections`: open connections on the webhook listener.
+    pub connections: IntGauge,
+    /// `waba_gateway_overload_refusals_total{limit}`: 503s of the caps
+    /// (`connections`, `in_flight`).
+    pub overload_refusals: IntCounterVec,
+    /// `waba_gateway_tls_handshake_failures_total{reason}`.
+    pub tls_handshake_failures: IntCounterVec,
+    /// `waba_gateway_tls_reloads_total{outcome}`: certificate reloads (`ok`, `error`).
+    pub tls_reloads: IntCounterVec,
     /// `waba_gateway_build_info{version}`.
     pub build_info: IntGaugeVec,
     topic_labels: HashSet<String>,
@@ -103,6 +112,21 @@ impl Metrics {
             "Records produced to Kafka, by topic and outcome (ok or error).",
             &["topic", "outcome"],
         );
+        let overload_refusals = counter(
+            "waba_gateway_overload_refusals_total",
+            "Requests answered 503 because a cap was reached: server.max_connections (connections) or server.max_in_flight_requests (in_flight).",
+            &["limit"],
+        );
+        let tls_handshake_failures = counter(
+            "waba_gateway_tls_handshake_failures_total",
+            "TLS handshakes that failed on the webhook listener, by reason.",
+            &["reason"],
+        );
+        let tls_reloads = counter(
+            "waba_gateway_tls_reloads_total",
+            "Reloads of the TLS certificate and key, by outcome (ok or error).",
+            &["outcome"],
+        );
         let http_request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "waba_gateway_http_request_duration_seconds",
@@ -145,6 +169,11 @@ impl Metrics {
             "Corrupt byte ranges found in the spool and moved to its quarantine folder.",
         )
         .expect("valid counter");
+        let connections = IntGauge::new(
+            "waba_gateway_connections",
+            "Connections open on the webhook listener.",
+        )
+        .expect("valid gauge");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "waba_gateway_build_info",
@@ -161,6 +190,7 @@ impl Metrics {
             Box::new(spool_oldest_age.clone()),
             Box::new(spool_fsyncs.clone()),
             Box::new(spool_quarantined.clone()),
+            Box::new(connections.clone()),
             Box::new(build_info.clone()),
         ] {
             registry
@@ -185,6 +215,10 @@ impl Metrics {
             spool_oldest_age,
             spool_fsyncs,
             spool_quarantined,
+            connections,
+            overload_refusals,
+            tls_handshake_failures,
+            tls_reloads,
             build_info,
             topic_labels: topics.into_iter().collect(),
         }

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The notification cannot be accepted durably now; Meta retries later.
     #[error("cannot accept the notification now: {0}")]
     Unavailable(String),
+    /// A cap was reached; carries the setting. Meta retries later.
+    #[error("too busy to take this request now ({0} reached)")]
+    Overloaded(&'static str),
 }
 
 impl ApiError {
@@ -52,7 +55,7 @@ impl ApiError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -66,7 +69,7 @@ impl ApiError {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::Overloaded(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),
@@ -108,6 +111,7 @@ mod tests {
             (ApiError::BodyTimeout, 408),
             (ApiError::Signature(SignatureError::Mismatch), 401),
             (ApiError::Unavailable("x".into()), 503),
+            (ApiError::Overloaded("server.max_connections"), 503),
         ] {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
         }
@@ -116,6 +120,8 @@ mod tests {
     #[test]
     fn a_503_asks_meta_to_retry_later() {
         let response = ApiError::Unavailable("Kafka is down".into()).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let response = ApiError::Overloaded("server.max_in_flight_requests").into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
     }
 }

@@ -33,6 +33,9 @@ pub enum Listener {
     Public,
     /// `/metrics`, `/healthz`, `/readyz`.
     Admin,
+    /// A webhook-listener connection over `server.max_connections`: every request gets
+    /// 503, and the connection is closed.
+    OverCapacity,
 }
 
 /// One Meta app as the handlers see it.
@@ -67,6 +70,8 @@ pub struct Gateway {
     spool: Option<Arc<Spool>>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    /// One permit per notification being read, verified and accepted.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Gateway {
@@ -108,6 +113,7 @@ impl Gateway {
             spool,
             metrics,
             readiness,
+            in_flight: tokio::sync::Semaphore::new(settings.server.max_in_flight_requests),
         }
     }
 
@@ -120,6 +126,11 @@ impl Gateway {
         match listener {
             Listener::Public => self.handle_public(request).await,
             Listener::Admin => self.handle_admin(request).await,
+            Listener::OverCapacity => self.answer(
+                "over_capacity",
+                Instant::now(),
+                Err(ApiError::Overloaded("server.max_connections")),
+            ),
         }
     }
 
@@ -133,7 +144,7 @@ impl Gateway {
         let (route, result) = match (request.uri().path(), self.apps.get(request.uri().path())) {
             (_, Some(app)) => match *request.method() {
                 Method::GET => ("webhook_verify", verify::verify(app, request.uri().query())),
-                Method::POST => ("webhook_notify", self.notify(app, request).await),
+                Method::POST => ("webhook_notify", self.notify_within_cap(app, request).await),
                 _ => (
                     "webhook_other",
                     Err(ApiError::MethodNotAllowed("GET, POST")),
@@ -144,6 +155,26 @@ impl Gateway {
             _ => ("not_found", Err(ApiError::NotFound)),
         };
         self.answer(route, started, result)
+    }
+
+    /// Takes a notification if fewer than `server.max_in_flight_requests` are in flight.
+    async fn notify_within_cap<B>(
+        &self,
+        app: &AppRoute,
+        request: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.metrics
+                .overload_refusals
+                .with_label_values(&["in_flight"])
+                .inc();
+            return Err(ApiError::Overloaded("server.max_in_flight_requests"));
+        };
+        self.notify(app, request).await
     }
 
     /// Answers a request on the admin listener.

@@ -103,6 +103,9 @@ pub async fn run(
                 match result {
                     Ok(accepted) => {
                         failures = 0;
+                        if let Some(reason) = accepted.deadletter {
+                            tracing::warn!(app = %accepted.app, seq, reason, "authentic body is not a notification; keeping it on the dead-letter topic");
+                        }
                         metrics.count_accepted(&accepted.app, &accepted.fields, accepted.deadletter);
                         spool.release(seq);
                     }

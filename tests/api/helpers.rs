@@ -360,6 +360,8 @@ pub struct GatewayProcess {
     pub child: std::process::Child,
     pub public: String,
     pub admin: String,
+    /// Every line the process has logged so far.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GatewayProcess {
@@ -376,6 +378,7 @@ impl GatewayProcess {
             .spawn()
             .expect("serve starts");
         let mut log = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (mut public, mut admin) = (None, None);
         let mut line = String::new();
         while public.is_none() || admin.is_none() {
@@ -383,21 +386,39 @@ impl GatewayProcess {
             if log.read_line(&mut line).expect("log") == 0 {
                 panic!("serve exited before listening: {:?}", child.wait());
             }
+            lines.lock().expect("log lines").push(line.clone());
+            // `public=…` in text logs, `"public":"…"` in JSON ones.
+            let json = serde_json::from_str::<serde_json::Value>(&line).ok();
             let field = |name: &str| {
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix(name))
-                    .map(str::to_owned)
+                json.as_ref()
+                    .and_then(|json| json[name].as_str().map(str::to_owned))
+                    .or_else(|| {
+                        line.split_whitespace()
+                            .find_map(|word| word.strip_prefix(&format!("{name}=")))
+                            .map(str::to_owned)
+                    })
             };
-            public = public.or(field("public="));
-            admin = admin.or(field("admin="));
+            public = public.or(field("public"));
+            admin = admin.or(field("admin"));
         }
         // Keep reading the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in log.lines() {});
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in log.lines().map_while(Result::ok) {
+                kept.lock().expect("log lines").push(line);
+            }
+        });
         Self {
             child,
             public: public.expect("public address"),
             admin: admin.expect("admin address"),
+            log: lines,
         }
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lines").join("\n")
     }
 
     pub fn url(&self) -> String {
@@ -425,12 +446,17 @@ impl GatewayProcess {
         self.send(signal)
     }
 
-    fn send(&mut self, signal: &str) -> std::process::ExitStatus {
+    /// Sends `signal` without waiting for anything.
+    pub fn send_signal(&self, signal: &str) {
         let sent = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(sent.success());
+    }
+
+    fn send(&mut self, signal: &str) -> std::process::ExitStatus {
+        self.send_signal(signal);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {

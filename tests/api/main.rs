@@ -1,12 +1,17 @@
 //! Black-box tests: the gateway on a loopback port, real HTTP, real signatures. The Kafka
 //! tests run the real rdkafka producer against librdkafka's mock cluster over TCP.
 
+mod apps;
 mod binary;
 mod deploy_artifacts;
 mod helpers;
+mod hostile;
 mod kafka;
+mod limits;
+mod logs;
 mod meta_payloads;
 mod notify;
 mod spool;
 mod subscriptions;
+mod tls;
 mod verify;

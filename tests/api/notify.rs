@@ -120,37 +120,6 @@ async fn a_previous_secret_is_accepted_during_rotation_and_counted_as_previous()
 }
 
 #[tokio::test]
-async fn an_authentic_body_that_is_not_a_notification_goes_to_the_dead_letter_topic_with_200() {
-    let app = spawn_app(&[]).await;
-    for (body, reason) in [
-        (&b"this is not json"[..], "invalid_json"),
-        (
-            b"{\"object\":\"whatsapp_business_account\"}",
-            "missing_entry",
-        ),
-        (b"", "empty_body"),
-        (b"{\"entry\":\"\xff\"}", "invalid_utf8"),
-    ] {
-        let answer = app.notify(body).await;
-        assert_eq!(answer.status, 200, "{reason}");
-        let records = app.memory.as_ref().expect("memory").records();
-        let last = records.last().expect("a dead letter");
-        assert_eq!(last.topic, "whatsapp.deadletter");
-        assert_eq!(last.value, body, "the raw body, byte for byte");
-        assert_eq!(last.header("wa-error"), Some(reason));
-        assert_eq!(last.header("wa-app"), Some("default"));
-        assert!(last.header("wa-received-at").is_some());
-        assert_eq!(
-            app.metric(&format!(
-                r#"waba_gateway_deadletters_total{{app="default",reason="{reason}"}}"#
-            ))
-            .await,
-            1.0
-        );
-    }
-}
-
-#[tokio::test]
 async fn a_body_over_the_limit_gets_413_whether_declared_or_streamed() {
     let app = spawn_app(&[("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "2048")]).await;
     let body = vec![b'x'; 4096];

@@ -1,0 +1,157 @@
+//! What the gateway logs: a full run of the real binary at the most verbose level, in both
+//! log formats, captured whole. No secret, verify token, signature, payload text or phone
+//! number may appear in it.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const LOG_SECRET: &str = "log-secret-Zq81x";
+const LOG_PREVIOUS: &str = "log-previous-Jx42y";
+const LOG_TOKEN: &str = "log-token-Pw93z";
+const KAFKA_PASSWORD: &str = "kafka-pass-Vb38w";
+const CHALLENGE: &str = "challenge-Km27v";
+const PHONE: &str = "4915799990001";
+const DISPLAY_PHONE: &str = "15557650042";
+const TEXT: &str = "payload-marker-Hn64u";
+const CUSTOMER: &str = "Customer-Name-Rt5s";
+
+fn notification() -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"310987654321001","changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"{DISPLAY_PHONE}","phone_number_id":"420123456789002"}},"contacts":[{{"profile":{{"name":"{CUSTOMER}"}},"wa_id":"{PHONE}"}}],"messages":[{{"from":"{PHONE}","id":"wamid.LOG1","timestamp":"1763770001","type":"text","text":{{"body":"{TEXT}"}}}}]}},"field":"messages"}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// Drives every kind of request through a gateway logging at `trace` in `format`, and
+/// returns the log of the whole run and the signatures that were sent.
+async fn full_run(format: &str) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let serve = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__LOG__LEVEL", "trace"),
+            ("WABA_GATEWAY__LOG__FORMAT", format),
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", LOG_SECRET),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__PREVIOUS_SECRETS",
+                LOG_PREVIOUS,
+            ),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", LOG_TOKEN),
+            ("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "2048"),
+            ("WABA_GATEWAY__DELIVERY__SPOOL_MAX_BYTES", "1048576"),
+            (
+                "WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_PASSWORD",
+                KAFKA_PASSWORD,
+            ),
+        ],
+    );
+    serve.wait_ready().await;
+    let url = serve.url();
+    let body = notification();
+    let good = sign(LOG_SECRET, &body);
+    let previous = sign(LOG_PREVIOUS, &body);
+    let wrong = sign("not-the-secret", &body);
+    let mut hostile = b"not json: ".to_vec();
+    hostile.extend_from_slice(&body);
+    let hostile_signature = sign(LOG_SECRET, &hostile);
+    let big = [body.as_slice(); 20].concat();
+    let big_signature = sign(LOG_SECRET, &big);
+
+    let verify = |token: &str| {
+        format!("{url}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge={CHALLENGE}")
+    };
+    assert_eq!(get(&verify(LOG_TOKEN)).await.status, 200);
+    assert_eq!(get(&verify("wrong-token")).await.status, 403);
+    let wrong_format = "sha256=zz".to_owned();
+    for (body, signature, status) in [
+        (&body, &good, 200),
+        (&body, &previous, 200),
+        (&body, &wrong, 401),
+        (&body, &wrong_format, 401),
+        (&hostile, &hostile_signature, 200),
+        (&big, &big_signature, 413),
+    ] {
+        let headers = [("x-hub-signature-256", signature.as_str())];
+        assert_eq!(post(&url, body, &headers).await.status, status);
+    }
+    let elsewhere = format!("http://{}/other?token={LOG_TOKEN}", serve.public);
+    let headers = [("x-hub-signature-256", good.as_str())];
+    assert_eq!(post(&elsewhere, &body, &headers).await.status, 404);
+    serve.send_signal("HUP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log_before_exit = serve.log();
+    let mut serve = serve;
+    let status = {
+        serve.send_signal("TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = serve.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(status.code(), Some(0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = serve.log();
+    assert!(log.len() >= log_before_exit.len());
+    (
+        log,
+        vec![good, previous, wrong, hostile_signature, big_signature],
+    )
+}
+
+fn assert_nothing_secret(format: &str, log: &str, signatures: &[String]) {
+    // The capture is real: the run's events are all in it, down to debug level.
+    for expected in [
+        "listening",
+        "verification request answered",
+        "verification request refused",
+        "notification refused: bad signature",
+        "keeping it on the dead-letter topic",
+        "SIGHUP",
+        "stopped",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{format}: {expected:?} not logged:\n{log}"
+        );
+    }
+    let mut forbidden: Vec<&str> = vec![
+        LOG_SECRET,
+        LOG_PREVIOUS,
+        LOG_TOKEN,
+        "wrong-token",
+        KAFKA_PASSWORD,
+        CHALLENGE,
+        PHONE,
+        DISPLAY_PHONE,
+        TEXT,
+        CUSTOMER,
+        "not json",
+        "wamid.LOG1",
+    ];
+    for signature in signatures {
+        forbidden.push(signature);
+        forbidden.push(signature.trim_start_matches("sha256="));
+    }
+    for secret in forbidden {
+        assert!(
+            !log.contains(secret),
+            "{format}: {secret:?} reached the log:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_run_at_trace_level_logs_no_secret_signature_payload_or_phone_number() {
+    for format in ["text", "json"] {
+        let (log, signatures) = full_run(format).await;
+        assert_nothing_secret(format, &log, &signatures);
+    }
+}
