@@ -173,29 +173,37 @@ struct Notification<'a> {
     entries: Vec<&'a RawValue>,
 }
 
+/// A member that is present, even as `null`: serde reads `null` into `None` for an
+/// `Option`, which would turn `"value":null` into a change without a value.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
 #[derive(Deserialize)]
 struct NotificationShape<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     entry: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct EntryShape<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     time: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     changes: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct ChangeShape<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     field: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     value: Option<&'a RawValue>,
 }
 
@@ -893,6 +901,18 @@ mod tests {
         assert!(records.iter().all(|r| r.topic == "whatsapp.unrouted"));
         assert_eq!(records[0].key, None);
         assert_eq!(records[1].key.as_deref(), Some("F"));
+    }
+
+    #[test]
+    fn a_null_value_is_a_value_and_a_null_field_is_unroutable() {
+        let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"statuses","value":null},{"field":null,"value":{}}]}]}"#;
+        let records = split(&routing(), "default", body, AT).expect("splits");
+        assert_eq!(records[0].topic, "whatsapp.statuses");
+        assert_eq!(value_bytes(&records[0]), b"null");
+        assert_eq!(records[1].topic, "whatsapp.unrouted");
+        assert_eq!(value_bytes(&records[1]), b"{}");
+        let error = split(&routing(), "default", br#"{"entry":null}"#, AT).expect_err("no list");
+        assert_eq!(error.reason(), "entry_not_a_list");
     }
 
     #[test]

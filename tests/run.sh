@@ -37,6 +37,10 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --release --bin waba-gateway
 WABA_GATEWAY_BINARY=$PWD/target/release/waba-gateway cargo test --locked
 
+# The fuzz targets, briefly: they build, and a short run finds nothing (see fuzz/run.sh
+# for longer runs).
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash fuzz/run.sh
+
 # Offline validation of the Dockerfile, docker-compose.yml, the Helm chart, the alert
 # rules and the dashboard (no Docker engine or cluster needed).
 bash deploy/validate.sh target/release/waba-gateway

@@ -268,15 +268,15 @@ impl Consumed {
     }
 }
 
-/// The exact bytes of an envelope's `value` member: the envelope ends `"value":<raw>}`.
+/// The exact bytes of an envelope's `value` member, as the record carries them.
 pub fn envelope_value_bytes(envelope: &[u8]) -> &[u8] {
-    let marker = b",\"value\":";
-    let start = envelope
-        .windows(marker.len())
-        .position(|w| w == marker)
+    let members: BTreeMap<&str, &serde_json::value::RawValue> =
+        serde_json::from_slice(envelope).expect("an envelope is a JSON object");
+    members
+        .get("value")
         .expect("an envelope value")
-        + marker.len();
-    &envelope[start..envelope.len() - 1]
+        .get()
+        .as_bytes()
 }
 
 /// Reads `topics` from the beginning until `count` records arrived (or 20 s passed), then

@@ -11,6 +11,7 @@ mod limits;
 mod logs;
 mod meta_payloads;
 mod notify;
+mod properties;
 mod spool;
 mod subscriptions;
 mod tls;
