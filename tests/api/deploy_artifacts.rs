@@ -45,6 +45,15 @@ fn exported() -> BTreeSet<String> {
         .with_label_values(&["a", "invalid_json"])
         .inc();
     metrics.kafka_records.with_label_values(&["t", "ok"]).inc();
+    metrics
+        .overload_refusals
+        .with_label_values(&["in_flight"])
+        .inc();
+    metrics
+        .tls_handshake_failures
+        .with_label_values(&["client_name"])
+        .inc();
+    metrics.tls_reloads.with_label_values(&["ok"]).inc();
     let text = String::from_utf8(metrics.render()).expect("utf-8");
     let mut names = BTreeSet::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
