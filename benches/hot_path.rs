@@ -1,0 +1,75 @@
+//! The request's CPU work, per KB of body: the signature check over the raw bytes, the
+//! split into records, and both together (the target: at most 1.5 µs per KB).
+//!
+//! cargo bench --bench hot_path
+//!
+//! Criterion reports throughput in bytes per second; microseconds per KB are
+//! 1000 / (KB/s ÷ 1000), i.e. 976.6 / (MiB/s). docs/PERFORMANCE.md has the figures.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use waba_gateway::config::KafkaSettings;
+use waba_gateway::envelope::to_records;
+use waba_gateway::signature::{sign, verify};
+
+const SECRET: &[u8] = b"bench-secret";
+const AT: &str = "2026-11-22T00:00:00.000Z";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
+        .expect("a fixture")
+}
+
+/// A notification of `count` changes, each a text message of about `text_bytes`.
+fn many_changes(count: usize, text_bytes: usize) -> Vec<u8> {
+    let text = "Bestellung unterwegs? ".repeat(text_bytes / 22 + 1);
+    let changes: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                r#"{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15557650001","phone_number_id":"420123456789002"}},"contacts":[{{"profile":{{"name":"Lena Hoffmann"}},"wa_id":"4915112345678"}}],"messages":[{{"from":"4915112345678","id":"wamid.B{i:06}","timestamp":"1763770001","type":"text","text":{{"body":"{text}"}}}}]}},"field":"messages"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"310987654321001","time":1763770001,"changes":[{}]}}]}}"#,
+        changes.join(",")
+    )
+    .into_bytes()
+}
+
+fn bodies() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("text message", fixture("messages_text.json")),
+        ("two changes", fixture("messages_two_changes_one_entry.json")),
+        ("order", fixture("messages_order.json")),
+        ("64 changes", many_changes(64, 500)),
+        ("1000 changes, 3 MB", many_changes(1000, 2900)),
+    ]
+}
+
+fn hot_path(c: &mut Criterion) {
+    let routing = KafkaSettings::default().routing();
+    let mut group = c.benchmark_group("verify_and_split");
+    for (name, body) in bodies() {
+        let header = sign(SECRET, &body);
+        let label = format!("{name} ({} B)", body.len());
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("verify", &label), &body, |b, body| {
+            b.iter(|| verify([SECRET], Some(header.as_bytes()), black_box(body)).expect("valid"))
+        });
+        group.bench_with_input(BenchmarkId::new("split", &label), &body, |b, body| {
+            b.iter(|| to_records(&routing, "default", black_box(body), AT))
+        });
+        group.bench_with_input(BenchmarkId::new("both", &label), &body, |b, body| {
+            b.iter(|| {
+                verify([SECRET], Some(header.as_bytes()), black_box(body)).expect("valid");
+                to_records(&routing, "default", black_box(body), AT)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

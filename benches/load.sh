@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# The load benchmark: the gateway against a bare-hyper ceiling (examples/ceiling.rs, which
+# reads the body and answers 200), side by side in one run on this machine, driven by wrk
+# with the same connections and duration, on a real Kafka-protocol broker (tansu, as in
+# the end-to-end suite, fresh for each run).
+#
+#   bash benches/load.sh
+#
+# For the ceiling and for the gateway in `kafka` and `spool` mode it prints requests/s,
+# p50/p99/p99.9 latency, CPU microseconds per request of the server process (from
+# /proc/<pid>/stat) and its peak RSS (VmHWM), each with its ratio to the ceiling; then the
+# gateway's latency at half its maximum rate (open loop, examples/loadgen.rs, latency from
+# each request's scheduled start); then 3 MB bodies of 1000 changes at 50 connections.
+# After each gateway run it reads the topics back and checks that every change of every
+# 200 is in Kafka.
+#
+# CONNECTIONS (16), SECONDS_PER_RUN (10), BIG_SECONDS (5) set the load. wrk runs one
+# connection per thread, so each answer is counted against the body it answers. Only
+# loopback addresses are used; every run stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+connections=${CONNECTIONS:-16}
+seconds=${SECONDS_PER_RUN:-10}
+big_seconds=${BIG_SECONDS:-5}
+big_connections=50
+secret=bench-secret
+gateway_port=18080
+admin_port=19090
+ceiling_port=18081
+broker_port=19092
+brokers=127.0.0.1:$broker_port
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
+fi
+cargo build --release --quiet --bin waba-gateway --example ceiling --example loadgen
+gateway=target/release/waba-gateway
+tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The payloads: six of the project's own notifications (0.5-2 KB, some with several
+# changes), each signed, with its number of changes; and one 3 MB body of 1000 changes.
+fixtures=(tests/fixtures/messages_text.json tests/fixtures/messages_status_delivered.json
+  tests/fixtures/messages_interactive_button_reply.json tests/fixtures/message_template_status_update.json
+  tests/fixtures/messages_two_changes_one_entry.json tests/fixtures/messages_order.json)
+changes() { python3 -c 'import json,sys; print(sum(len(e.get("changes", [])) for e in json.load(open(sys.argv[1]))["entry"]))' "$1"; }
+for file in "${fixtures[@]}"; do
+  echo "$(changes "$file") $("$gateway" sign --secret $secret "$file") $PWD/$file"
+done >"$work/manifest"
+python3 - "$work/big.json" <<'PY'
+import json, sys
+base = json.load(open("tests/fixtures/messages_text.json"))
+change = base["entry"][0]["changes"][0]
+changes = []
+for i in range(1000):
+    c = json.loads(json.dumps(change))
+    message = c["value"]["messages"][0]
+    message["id"] = f"wamid.BIG{i:06d}"
+    message["text"]["body"] = ("Bestellung %d " % i) * 190
+    changes.append(c)
+body = {"object": "whatsapp_business_account", "entry": [{"id": "310987654321001", "time": 1763770001, "changes": changes}]}
+open(sys.argv[1], "w").write(json.dumps(body, ensure_ascii=False))
+PY
+echo "1000 $("$gateway" sign --secret $secret "$work/big.json") $work/big.json" >"$work/manifest-big"
+big_kb=$(( $(stat -c %s "$work/big.json") / 1024 ))
+
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+start_broker() {
+  "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  pids+=($!)
+  wait_port $broker_port
+}
+# Starts the gateway in ack mode $1 on a fresh spool; sets $server.
+start_gateway() {
+  rm -rf "$work/spool"
+  WABA_GATEWAY__DELIVERY__ACK=$1 \
+  WABA_GATEWAY__DELIVERY__SPOOL_DIR="$work/spool" \
+  WABA_GATEWAY__KAFKA__BROKERS=$brokers \
+  WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS=3 \
+  WABA_GATEWAY__APPS__DEFAULT__SECRET=$secret \
+  WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN=bench \
+  WABA_GATEWAY__SERVER__LISTEN=127.0.0.1:$gateway_port \
+  WABA_GATEWAY__ADMIN__LISTEN=127.0.0.1:$admin_port \
+  WABA_GATEWAY__LOG__LEVEL=warn \
+    "$gateway" serve 2>>"$work/gateway.log" &
+  server=$!
+  pids+=("$server")
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "the gateway never became ready; its log:" >&2
+  cat "$work/gateway.log" >&2
+  return 1
+}
+start_ceiling() {
+  target/release/examples/ceiling 127.0.0.1:$ceiling_port &
+  server=$!
+  pids+=("$server")
+  wait_port $ceiling_port
+}
+
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# wrk against $1 (URL) with manifest $2, $3 connections for $4 seconds; measures process
+# $server. Prints wrk's figures plus cpu_us_per_request and peak_rss_mb.
+measure() {
+  local before after line
+  before=$(cpu_ticks "$server")
+  line=$(WRK_MANIFEST=$2 wrk -t "$3" -c "$3" -d "${4}s" --timeout 10s -s benches/load/notify.lua "$1" | tail -n 1)
+  after=$(cpu_ticks "$server")
+  local hwm
+  hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$server/status")
+  echo "$line $(awk -v b="$before" -v a="$after" -v r="$(field "$line" requests)" -v t="$(getconf CLK_TCK)" -v h="$hwm" \
+    'BEGIN { printf "cpu_us_per_request=%.1f peak_rss_mb=%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1), h / 1024 }')"
+}
+# Reads every topic of the gateway back from the beginning until $1 records arrived (or
+# 5 minutes passed), and prints how many are missing.
+missing() {
+  local got
+  got=$(timeout 300 "$gateway" tail --brokers $brokers --from beginning --max-records "$1" 2>/dev/null | wc -l || true)
+  echo $(($1 - got))
+}
+
+declare -A row
+# The ceiling.
+start_ceiling
+WRK_MANIFEST=$work/manifest wrk -t "$connections" -c "$connections" -d 2s -s benches/load/notify.lua "http://127.0.0.1:$ceiling_port/webhook" >/dev/null
+row[ceiling]=$(measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest" "$connections" "$seconds")
+row[ceiling_big]=$(measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest-big" $big_connections "$big_seconds")
+stop_all
+
+declare -A half missing_records
+for mode in kafka spool; do
+  start_broker
+  start_gateway $mode
+  warm=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest" "$connections" 2)
+  row[$mode]=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest" "$connections" "$seconds")
+  missing_records[$mode]=$(missing $(($(field "$warm" expected_records) + $(field "${row[$mode]}" expected_records))))
+  rps=$(awk -v r="$(field "${row[$mode]}" requests)" -v s="$(field "${row[$mode]}" seconds)" 'BEGIN { printf "%d", r / s }')
+  half[$mode]="$((rps / 2)) $(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret "$connections" "$seconds" $((rps / 2)) "${fixtures[@]}")"
+  stop_all
+done
+# 3 MB bodies, kafka mode.
+start_broker
+start_gateway kafka
+row[kafka_big]=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest-big" $big_connections "$big_seconds")
+missing_records[kafka_big]=$(missing "$(field "${row[kafka_big]}" expected_records)")
+stop_all
+
+report() { # name, row, ceiling row, missing
+  local r=$2 c=$3
+  awk -v name="$1" -v req="$(field "$r" requests)" -v s="$(field "$r" seconds)" \
+    -v p50="$(field "$r" p50_us)" -v p99="$(field "$r" p99_us)" -v p999="$(field "$r" p999_us)" \
+    -v cpu="$(field "$r" cpu_us_per_request)" -v rss="$(field "$r" peak_rss_mb)" \
+    -v non2xx="$(field "$r" non2xx)" -v errs="$(field "$r" socket_errors)" -v missing="$4" \
+    -v creq="$(field "$c" requests)" -v cs="$(field "$c" seconds)" -v ccpu="$(field "$c" cpu_us_per_request)" \
+    -v crss="$(field "$c" peak_rss_mb)" 'BEGIN {
+      rps = req / s; crps = creq / cs
+      printf "%-14s %8.0f %8.2f %8.2f %8.2f %9.1f %9.1f %7d %7d %8s | %6.2fx %6.2fx %6.2fx\n",
+        name, rps, p50 / 1000, p99 / 1000, p999 / 1000, cpu, rss, non2xx, errs, missing,
+        rps / crps, cpu / ccpu, rss / crss }'
+}
+echo
+echo "waba-gateway load: $(nproc) cores, wrk $connections connections x ${seconds}s, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
+printf '%-14s %8s %8s %8s %8s %9s %9s %7s %7s %8s | %7s %7s %7s\n' server rps "p50 ms" "p99 ms" "p99.9 ms" \
+  "cpu us/r" "rss MB" non2xx errors missing "rps/c" "cpu/c" "rss/c"
+report ceiling "${row[ceiling]}" "${row[ceiling]}" -
+report "gateway kafka" "${row[kafka]}" "${row[ceiling]}" "${missing_records[kafka]}"
+report "gateway spool" "${row[spool]}" "${row[ceiling]}" "${missing_records[spool]}"
+echo
+echo "half the maximum rate, open loop ($connections connections, ${seconds}s):"
+for mode in kafka spool; do
+  read -r rate line <<<"${half[$mode]}"
+  echo "  gateway $mode at $rate rps: p50 $(field "$line" p50_ms) ms, p99 $(field "$line" p99_ms) ms, non2xx $(field "$line" non2xx)"
+done
+echo
+echo "${big_kb} KB bodies of 1000 changes, $big_connections connections x ${big_seconds}s:"
+report ceiling "${row[ceiling_big]}" "${row[ceiling_big]}" -
+report "gateway kafka" "${row[kafka_big]}" "${row[ceiling_big]}" "${missing_records[kafka_big]}"
