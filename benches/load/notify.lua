@@ -1,40 +1,47 @@
--- wrk script for benches/load.sh: POSTs pre-signed notifications, rotating over the
--- bodies listed in the manifest $WRK_MANIFEST (lines "<changes> <signature> <file>"),
--- and counts the 200s of each body. wrk runs one connection per thread here (-t = -c),
--- so each answer belongs to the last request of its thread.
+-- wrk script for benches/load.sh. Every request is a different notification, signed
+-- here like Meta signs it (HMAC-SHA256 through OpenSSL's libcrypto, over LuaJIT's FFI):
+-- the templates listed in $WRK_MANIFEST (lines "<changes> <file>") rotate, and each
+-- request writes its own id, "bench-<run>-<thread>-<sequence>-<template>", over the
+-- placeholder @UID@ of every entry id. wrk runs one connection per thread here (-t = -c),
+-- so each answer belongs to the last request the thread made (wrk may make one it never
+-- sends, when a connection starts); the sequences answered 200 are written to
+-- $WRK_REPORT (lines "<run> <thread> <ranges first-last,...>") for
+-- benches/load/verify.py, which finds every one of them in Kafka.
+
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct evp_md_st EVP_MD;
+const EVP_MD *EVP_sha256(void);
+unsigned char *HMAC(const EVP_MD *md, const void *key, int key_len,
+                    const unsigned char *data, size_t data_len,
+                    unsigned char *out, unsigned int *out_len);
+]]
+local crypto = ffi.load("crypto")
+local digest = ffi.new("unsigned char[32]")
+local digest_len = ffi.new("unsigned int[1]")
+local secret = assert(os.getenv("WRK_SECRET"), "set WRK_SECRET")
+local run = assert(os.getenv("WRK_RUN"), "set WRK_RUN")
+
+local function sign(body)
+  crypto.HMAC(crypto.EVP_sha256(), secret, #secret, body, #body, digest, digest_len)
+  local hex = {}
+  for i = 0, 31 do hex[i + 1] = string.format("%02x", digest[i]) end
+  return "sha256=" .. table.concat(hex)
+end
 
 local manifest = assert(os.getenv("WRK_MANIFEST"), "set WRK_MANIFEST")
-local bodies, signatures, changes = {}, {}, {}
-local next_index, last = 0, 1
-ok_counts = ""
-local ok = {}
+local templates = {}
+local sequence = 0
+local ranges = {}
+-- Read by the main state through thread:get after the run.
+answered_ranges = ""
 
 function init(args)
   for line in io.lines(manifest) do
-    local n, signature, file = line:match("^(%d+) (%S+) (%S+)$")
+    local file = line:match("^%d+ (%S+)$")
     local handle = assert(io.open(file, "rb"))
-    bodies[#bodies + 1] = handle:read("*a")
+    templates[#templates + 1] = handle:read("*a")
     handle:close()
-    signatures[#signatures + 1] = signature
-    changes[#changes + 1] = tonumber(n)
-    ok[#ok + 1] = 0
-  end
-  next_index = math.random(#bodies) - 1
-end
-
-function request()
-  next_index = next_index % #bodies + 1
-  last = next_index
-  return wrk.format("POST", nil, {
-    ["Content-Type"] = "application/json",
-    ["X-Hub-Signature-256"] = signatures[last],
-  }, bodies[last])
-end
-
-function response(status, headers, body)
-  if status == 200 then
-    ok[last] = ok[last] + 1
-    ok_counts = table.concat(ok, ",")
   end
 end
 
@@ -42,32 +49,46 @@ local threads = {}
 
 function setup(thread)
   threads[#threads + 1] = thread
+  thread:set("thread_number", #threads)
+end
+
+function request()
+  sequence = sequence + 1
+  local template = (sequence + thread_number) % #templates + 1
+  local uid = string.format("bench-%s-%d-%d-%d", run, thread_number, sequence, template)
+  local body = templates[template]:gsub("@UID@", uid)
+  return wrk.format("POST", nil, {
+    ["Content-Type"] = "application/json",
+    ["X-Hub-Signature-256"] = sign(body),
+  }, body)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    return
+  end
+  local last = ranges[#ranges]
+  if last and last[2] == sequence - 1 then
+    last[2] = sequence
+  else
+    ranges[#ranges + 1] = { sequence, sequence }
+  end
+  local text = {}
+  for i, range in ipairs(ranges) do text[i] = range[1] .. "-" .. range[2] end
+  answered_ranges = table.concat(text, ",")
 end
 
 function done(summary, latency, requests)
-  local totals = {}
-  for _, thread in ipairs(threads) do
-    local counts = thread:get("ok_counts") or ""
-    local i = 1
-    for count in counts:gmatch("%d+") do
-      totals[i] = (totals[i] or 0) + tonumber(count)
-      i = i + 1
-    end
+  local report = assert(io.open(assert(os.getenv("WRK_REPORT"), "set WRK_REPORT"), "w"))
+  for number, thread in ipairs(threads) do
+    local answered = thread:get("answered_ranges")
+    report:write(string.format("%s %d %s\n", run, number, answered ~= "" and answered or "-"))
   end
-  -- The manifest again, for the change counts (done runs in the main Lua state).
-  local expected, answered_ok = 0, 0
-  local i = 1
-  for line in io.lines(manifest) do
-    local n = tonumber(line:match("^(%d+)"))
-    expected = expected + (totals[i] or 0) * n
-    answered_ok = answered_ok + (totals[i] or 0)
-    i = i + 1
-  end
+  report:close()
   local errors = summary.errors
   io.write(string.format(
-    "requests=%d seconds=%.3f ok=%d non2xx=%d socket_errors=%d expected_records=%d p50_us=%d p99_us=%d p999_us=%d max_us=%d\n",
-    summary.requests, summary.duration / 1e6, answered_ok, errors.status,
-    errors.connect + errors.read + errors.write + errors.timeout, expected,
+    "requests=%d seconds=%.3f non2xx=%d socket_errors=%d p50_us=%d p99_us=%d p999_us=%d max_us=%d\n",
+    summary.requests, summary.duration / 1e6, errors.status,
+    errors.connect + errors.read + errors.write + errors.timeout,
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
 end
-

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
 use super::{ApiError, AppRoute, Gateway, error};
@@ -50,6 +51,9 @@ impl Gateway {
 
         let received_at = envelope::timestamp(now);
         let split = envelope::to_records(&self.routing, &app.name, &body, &received_at);
+        // The records hold copies of what they need: the body's memory is not kept while
+        // Kafka acknowledges.
+        drop(body);
         if let Some(reason) = split.deadletter {
             tracing::warn!(app = %app.name, reason, "authentic body is not a notification; keeping it on the dead-letter topic");
         }
@@ -79,21 +83,28 @@ impl Gateway {
             return Err(ApiError::BodyTooLarge(limit));
         }
         let signature_header = request.headers().get(signature::HEADER).cloned();
-        let limited = Limited::new(
-            request.into_body(),
-            usize::try_from(limit).unwrap_or(usize::MAX),
-        );
-        let collected = tokio::time::timeout(self.limits.request_timeout, limited.collect())
-            .await
-            .map_err(|_| ApiError::BodyTimeout)?
-            .map_err(|error| {
-                if error.downcast_ref::<LengthLimitError>().is_some() {
-                    ApiError::BodyTooLarge(limit)
-                } else {
-                    ApiError::BodyRead
+        // Sized once from Content-Length when there is one, so that a large body is never
+        // copied while it grows.
+        let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
+        let mut buffer = BytesMut::with_capacity(capacity);
+        let body = request.into_body();
+        let read = async {
+            let mut body = std::pin::pin!(body);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| ApiError::BodyRead)?;
+                if let Ok(data) = frame.into_data() {
+                    if (buffer.len() + data.len()) as u64 > limit {
+                        return Err(ApiError::BodyTooLarge(limit));
+                    }
+                    buffer.extend_from_slice(&data);
                 }
-            })?;
-        Ok((signature_header, collected.to_bytes()))
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.limits.request_timeout, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout)??;
+        Ok((signature_header, buffer.freeze()))
     }
 
     fn check_signature(

@@ -56,7 +56,10 @@ impl KafkaOptions {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "zstd")
-            .set("linger.ms", "5")
+            // 1 ms: in `kafka` mode every request waits for its batch. Measured on tansu
+            // (docs/PERFORMANCE.md): 5 ms gave 2.5k requests/s and a p99 of 8.4 ms at half
+            // that rate, 1 ms 8.5k/s and 4.6 ms at lower CPU per request, 0 twice the CPU.
+            .set("linger.ms", "1")
             .set("message.max.bytes", self.max_message_bytes().to_string())
             .set(
                 "message.timeout.ms",
