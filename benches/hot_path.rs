@@ -17,8 +17,11 @@ const SECRET: &[u8] = b"bench-secret";
 const AT: &str = "2026-11-22T00:00:00.000Z";
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("a fixture")
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("a fixture")
 }
 
 /// A notification of `count` changes, each a text message of about `text_bytes`.
@@ -41,7 +44,10 @@ fn many_changes(count: usize, text_bytes: usize) -> Vec<u8> {
 fn bodies() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("text message", fixture("messages_text.json")),
-        ("two changes", fixture("messages_two_changes_one_entry.json")),
+        (
+            "two changes",
+            fixture("messages_two_changes_one_entry.json"),
+        ),
         ("order", fixture("messages_order.json")),
         ("64 changes", many_changes(64, 500)),
         ("1000 changes, 3 MB", many_changes(1000, 2900)),

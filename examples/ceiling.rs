@@ -30,8 +30,8 @@ fn main() -> anyhow::Result<()> {
                     let body = request.into_body().collect().await.map(|b| b.to_bytes());
                     let status = if body.is_ok() { 200 } else { 400 };
                     let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok\n")));
-                    *response.status_mut() = hyper::StatusCode::from_u16(status)
-                        .expect("a valid status");
+                    *response.status_mut() =
+                        hyper::StatusCode::from_u16(status).expect("a valid status");
                     Ok::<_, Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

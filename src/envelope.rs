@@ -181,12 +181,77 @@ fn present<'de, D: serde::Deserializer<'de>>(
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
+/// A member that should be a list, read in the same pass as the object holding it: its
+/// items as raw JSON, or `NotAList` for any other JSON value.
+enum List<'a> {
+    Items(Vec<&'a RawValue>),
+    NotAList,
+}
+
+impl<'de> Deserialize<'de> for List<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> serde::de::Visitor<'de> for ListVisitor {
+            type Value = List<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<List<'de>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    items.push(item);
+                }
+                Ok(List::Items(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<List<'de>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(List::NotAList)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<List<'de>, E> {
+                Ok(List::NotAList)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<List<'de>, E> {
+                Ok(List::NotAList)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<List<'de>, E> {
+                Ok(List::NotAList)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<List<'de>, E> {
+                Ok(List::NotAList)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<List<'de>, E> {
+                Ok(List::NotAList)
+            }
+            fn visit_unit<E>(self) -> Result<List<'de>, E> {
+                Ok(List::NotAList)
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+/// A list member that is present, even as `null` (see [`present`]).
+fn present_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<List<'de>>, D::Error> {
+    List::deserialize(deserializer).map(Some)
+}
+
 #[derive(Deserialize)]
 struct NotificationShape<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     object: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    entry: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present_list")]
+    entry: Option<List<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -195,8 +260,8 @@ struct EntryShape<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     time: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    changes: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present_list")]
+    changes: Option<List<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -302,9 +367,10 @@ fn has_number_out_of_range(json: &[u8]) -> bool {
 }
 
 fn notification(shape: NotificationShape<'_>) -> Result<Notification<'_>, EnvelopeError> {
-    let entry = shape.entry.ok_or(EnvelopeError::MissingEntry)?;
-    let entries: Vec<&RawValue> =
-        serde_json::from_str(entry.get()).map_err(|_| EnvelopeError::EntryNotAList)?;
+    let entries = match shape.entry.ok_or(EnvelopeError::MissingEntry)? {
+        List::Items(entries) => entries,
+        List::NotAList => return Err(EnvelopeError::EntryNotAList),
+    };
     Ok(Notification {
         object: shape.object,
         entries,
@@ -343,14 +409,13 @@ fn split_entry<'a>(
         time: entry_shape.as_ref().and_then(|shape| shape.time),
         received_at,
     };
-    let changes: Option<Vec<&RawValue>> = entry_shape
-        .and_then(|shape| shape.changes)
-        .and_then(|changes| serde_json::from_str(changes.get()).ok())
-        .filter(|changes: &Vec<&RawValue>| !changes.is_empty());
-    let Some(changes) = changes else {
+    let changes = match entry_shape.and_then(|shape| shape.changes) {
+        Some(List::Items(changes)) if !changes.is_empty() => changes,
         // An entry without a list of changes is kept whole, as one unrouted record.
-        records.push(record(routing, &context, None, entry));
-        return;
+        _ => {
+            records.push(record(routing, &context, None, entry));
+            return;
+        }
     };
     for change in changes {
         let record = match shape::<ChangeShape>(change) {

@@ -7,8 +7,8 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
 use bytes::BytesMut;
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
