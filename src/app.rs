@@ -461,7 +461,8 @@ struct Connection {
 
 impl Connection {
     async fn run(self, stream: TcpStream) {
-        let counted = self.permit.is_some();
+        // Connections under the cap; the ones answered 503 over it are not "open".
+        let counted = self.permit.is_some() && self.listener != Listener::OverCapacity;
         if counted {
             self.metrics.connections.inc();
         }
