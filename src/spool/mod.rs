@@ -706,6 +706,23 @@ mod tests {
         }
     }
 
+    /// Spools three entries of 50 bytes in `dir`, closes the spool, and flips a byte in the
+    /// middle of the second one's payload; returns the segment.
+    async fn three_entries_with_the_second_corrupted(dir: &Path) -> PathBuf {
+        let (spool, ..) = open(dir, 1 << 20);
+        for n in 0..3 {
+            spool.append(entry(n, 50)).await.expect("appended");
+        }
+        spool.close();
+        drop(spool);
+        let segment = segments(dir)[0].clone();
+        let mut data = std::fs::read(&segment).expect("read");
+        let second = frame::HEADER_BYTES + 1 + 7 + 8 + 50;
+        data[second + 30] ^= 0xff;
+        std::fs::write(&segment, &data).expect("write");
+        segment
+    }
+
     fn segments(dir: &Path) -> Vec<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .expect("dir")
@@ -836,17 +853,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_bytes_in_the_middle_are_quarantined_and_the_rest_replayed() {
         let dir = tempfile::tempdir().expect("dir");
-        let (spool, ..) = open(dir.path(), 1 << 20);
-        for n in 0..3 {
-            spool.append(entry(n, 50)).await.expect("appended");
-        }
-        spool.close();
-        drop(spool);
-        let segment = segments(dir.path())[0].clone();
-        let mut data = std::fs::read(&segment).expect("read");
-        let second = frame::HEADER_BYTES + 1 + 7 + 8 + 50;
-        data[second + 30] ^= 0xff;
-        std::fs::write(&segment, &data).expect("write");
+        three_entries_with_the_second_corrupted(dir.path()).await;
 
         let (spool, recovery, metrics, _) = open(dir.path(), 1 << 20);
         assert_eq!(recovery.quarantined, 1);
@@ -864,16 +871,7 @@ mod tests {
     #[tokio::test]
     async fn corruption_that_cannot_be_quarantined_keeps_its_segment_and_does_not_stop_the_start() {
         let dir = tempfile::tempdir().expect("dir");
-        let (spool, ..) = open(dir.path(), 1 << 20);
-        for n in 0..3 {
-            spool.append(entry(n, 50)).await.expect("appended");
-        }
-        spool.close();
-        drop(spool);
-        let segment = segments(dir.path())[0].clone();
-        let mut data = std::fs::read(&segment).expect("read");
-        data[frame::HEADER_BYTES + 1 + 7 + 8 + 50 + 30] ^= 0xff;
-        std::fs::write(&segment, &data).expect("write");
+        let segment = three_entries_with_the_second_corrupted(dir.path()).await;
         // The quarantine folder cannot take anything.
         std::fs::remove_dir_all(dir.path().join("quarantine")).expect("remove");
         std::fs::write(dir.path().join("quarantine"), b"not a folder").expect("write");

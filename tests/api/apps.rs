@@ -42,12 +42,7 @@ async fn each_path_takes_its_own_apps_current_and_previous_secret_and_no_other()
     for (name, path, _, _, _) in APPS {
         for (other, _, other_current, other_previous, _) in APPS {
             for (secret, which) in [(other_current, "current"), (other_previous, "previous")] {
-                let answer = post(
-                    &app.url(path),
-                    &body,
-                    &[("x-hub-signature-256", &sign(secret, &body))],
-                )
-                .await;
+                let answer = post_signed(&app.url(path), &body, secret).await;
                 let own = other == name;
                 let want = if own { 200 } else { 401 };
                 assert_eq!(

@@ -101,13 +101,7 @@ impl TestApp {
 
     /// POSTs `body` to `/webhook`, signed with [`SECRET`].
     pub async fn notify(&self, body: &[u8]) -> Answer {
-        let signature = sign(SECRET, body);
-        post(
-            &self.url("/webhook"),
-            body,
-            &[("x-hub-signature-256", &signature)],
-        )
-        .await
+        post_signed(&self.url("/webhook"), body, SECRET).await
     }
 
     /// Waits until `/readyz` answers 200.
@@ -174,6 +168,11 @@ pub async fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Answer {
         headers,
     )
     .await
+}
+
+/// POSTs `body` to `url` with `X-Hub-Signature-256` computed with `secret`, as Meta does.
+pub async fn post_signed(url: &str, body: &[u8], secret: &str) -> Answer {
+    post(url, body, &[("x-hub-signature-256", &sign(secret, body))]).await
 }
 
 pub async fn request(
@@ -443,7 +442,7 @@ impl GatewayProcess {
 
     /// Sends `signal` (`KILL`, `TERM`) and waits for the exit.
     pub fn signal(mut self, signal: &str) -> std::process::ExitStatus {
-        self.send(signal)
+        self.signal_and_wait(signal)
     }
 
     /// Sends `signal` without waiting for anything.
@@ -455,7 +454,8 @@ impl GatewayProcess {
         assert!(sent.success());
     }
 
-    fn send(&mut self, signal: &str) -> std::process::ExitStatus {
+    /// Sends `signal` and waits for the exit, keeping the process (and its log) at hand.
+    pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
         self.send_signal(signal);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -228,13 +228,7 @@ async fn under_concurrent_load_with_faults_every_200_is_in_kafka() {
         let body = template.replace("wamid.GWout0001AAA=", &format!("wamid.load-{n:04}"));
         let url = url.clone();
         tokio::spawn(async move {
-            let signature = sign(SECRET, body.as_bytes());
-            let answer = post(
-                &url,
-                body.as_bytes(),
-                &[("x-hub-signature-256", &signature)],
-            )
-            .await;
+            let answer = post_signed(&url, body.as_bytes(), SECRET).await;
             (n, answer.status)
         })
     };

@@ -27,7 +27,7 @@ fn notification() -> Vec<u8> {
 /// returns the log of the whole run and the signatures that were sent.
 async fn full_run(format: &str) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let serve = GatewayProcess::start(
+    let mut serve = GatewayProcess::start(
         dir.path(),
         &[
             ("WABA_GATEWAY__LOG__LEVEL", "trace"),
@@ -80,26 +80,10 @@ async fn full_run(format: &str) -> (String, Vec<String>) {
     assert_eq!(post(&elsewhere, &body, &headers).await.status, 404);
     serve.send_signal("HUP");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log_before_exit = serve.log();
-    let mut serve = serve;
-    let status = {
-        serve.send_signal("TERM");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = serve.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
+    // The reader thread takes the last lines after the exit.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = serve.log();
-    assert!(log.len() >= log_before_exit.len());
     (
         log,
         vec![good, previous, wrong, hostile_signature, big_signature],
