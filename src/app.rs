@@ -3,21 +3,17 @@
 //! drains in phases: not ready at once, listeners closed, in-flight requests finished,
 //! producer flushed, all within `shutdown.drain_timeout_ms`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::config::{AckMode, Settings};
-use crate::http::{Gateway, Listener};
+use crate::config::{AckMode, ConfigError, Settings};
+use crate::http::{Gateway, Listener, Serving, serve};
 use crate::metrics::Metrics;
 use crate::publish::embedded::EmbeddedKafka;
 use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
@@ -25,10 +21,6 @@ use crate::publish::{Publisher, Sink};
 use crate::shutdown::Readiness;
 use crate::spool::{Spool, forwarder};
 use crate::tls::{self, Tls};
-
-/// Connections over `server.max_connections` that are answered 503 at once; beyond them
-/// a connection is closed unanswered.
-const OVER_CAPACITY_CONNECTIONS: usize = 64;
 
 /// What the caller may supply instead of the defaults (tests use it).
 #[derive(Default)]
@@ -155,13 +147,7 @@ impl App {
             routing,
             metrics: metrics.clone(),
         });
-        let tls = settings
-            .server
-            .tls
-            .as_ref()
-            .map(|tls| Tls::new(tls).map(Arc::new))
-            .transpose()
-            .context("loading [server.tls]")?;
+        let tls = load_tls(&settings)?.map(Arc::new);
 
         let public = TcpListener::bind(settings.server.listen)
             .await
@@ -223,7 +209,7 @@ impl App {
             https = tls.is_some(),
             "listening"
         );
-        let tls_reloader = tokio::spawn(reload_tls(tls.clone(), metrics.clone()));
+        let tls_reloader = tokio::spawn(tls::reload(tls.clone(), metrics.clone()));
         let readiness_check = tokio::spawn(wait_for_kafka(kafka, readiness.clone()));
         let (forwarder_mode, forwarder) = match forwarding {
             Some(forwarding) => {
@@ -333,6 +319,24 @@ impl App {
     }
 }
 
+/// Runs the checks of start-up that need more than the settings themselves (the TLS
+/// files today), without binding or connecting: what `check-config` adds to validation.
+pub fn check(settings: &Settings) -> Result<(), ConfigError> {
+    load_tls(settings).map(drop)
+}
+
+/// Loads `[server.tls]`, if configured; a file that cannot be used is a configuration
+/// error naming it.
+fn load_tls(settings: &Settings) -> Result<Option<Tls>, ConfigError> {
+    settings
+        .server
+        .tls
+        .as_ref()
+        .map(Tls::new)
+        .transpose()
+        .map_err(|error| ConfigError::Invalid(vec![format!("server.tls: {error}")]))
+}
+
 /// What the forwarder needs, from build to run.
 struct Forwarding {
     spool: Arc<Spool>,
@@ -359,219 +363,6 @@ async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readi
                 tracing::warn!(%error, "Kafka does not answer yet; not ready");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// How one listener serves its connections.
-struct Serving {
-    listener: Listener,
-    gateway: Arc<Gateway>,
-    metrics: Arc<Metrics>,
-    header_read_timeout: Duration,
-    /// The connection cap, on the webhook listener.
-    max_connections: Option<usize>,
-    tls: Option<Arc<Tls>>,
-}
-
-/// Accepts connections until `stop` turns true; returns a future that resolves when the
-/// connections still open have finished their requests.
-async fn serve(
-    socket: TcpListener,
-    serving: Serving,
-    mut stop: watch::Receiver<bool>,
-) -> impl Future<Output = ()> {
-    let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(serving.header_read_timeout)
-        .keep_alive(true);
-    let mut over_capacity_builder = builder.clone();
-    over_capacity_builder.keep_alive(false);
-    let open = serving
-        .max_connections
-        .map(|cap| Arc::new(Semaphore::new(cap)));
-    let over_capacity = Arc::new(Semaphore::new(OVER_CAPACITY_CONNECTIONS));
-    loop {
-        tokio::select! {
-            accepted = socket.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (listener, builder, permit) = match &open {
-                    None => (serving.listener, &builder, None),
-                    Some(open) => match open.clone().try_acquire_owned() {
-                        Ok(permit) => (serving.listener, &builder, Some(permit)),
-                        Err(_) => {
-                            serving
-                                .metrics
-                                .overload_refusals
-                                .with_label_values(&["connections"])
-                                .inc();
-                            match over_capacity.clone().try_acquire_owned() {
-                                Ok(permit) => {
-                                    (Listener::OverCapacity, &over_capacity_builder, Some(permit))
-                                }
-                                // Flooded even past the answered overflow: close at once.
-                                Err(_) => continue,
-                            }
-                        }
-                    },
-                };
-                let connection = Connection {
-                    listener,
-                    builder: builder.clone(),
-                    gateway: serving.gateway.clone(),
-                    metrics: serving.metrics.clone(),
-                    tls: serving.tls.clone(),
-                    handshake_timeout: serving.header_read_timeout,
-                    watcher: graceful.watcher(),
-                    permit,
-                };
-                tokio::spawn(connection.run(stream));
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    drop(socket);
-    graceful.shutdown()
-}
-
-/// One accepted connection, served on its own task.
-struct Connection {
-    listener: Listener,
-    builder: hyper::server::conn::http1::Builder,
-    gateway: Arc<Gateway>,
-    metrics: Arc<Metrics>,
-    tls: Option<Arc<Tls>>,
-    handshake_timeout: Duration,
-    watcher: hyper_util::server::graceful::Watcher,
-    /// Held while the connection is open, when it counts against a cap.
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Connection {
-    async fn run(self, stream: TcpStream) {
-        // Connections under the cap; the ones answered 503 over it are not "open".
-        let counted = self.permit.is_some() && self.listener != Listener::OverCapacity;
-        if counted {
-            self.metrics.connections.inc();
-        }
-        let metrics = self.metrics.clone();
-        self.serve(stream).await;
-        if counted {
-            metrics.connections.dec();
-        }
-    }
-
-    async fn serve(self, stream: TcpStream) {
-        let Self {
-            listener,
-            builder,
-            gateway,
-            metrics,
-            tls,
-            handshake_timeout,
-            watcher,
-            permit: _permit,
-        } = self;
-        let service = service_fn(move |request| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
-        });
-        let served = match tls {
-            None => {
-                watcher
-                    .watch(builder.serve_connection(TokioIo::new(stream), service))
-                    .await
-            }
-            Some(tls) => {
-                let handshake =
-                    tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream));
-                let stream = match handshake.await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        let reason = tls::failure_reason(&error);
-                        metrics
-                            .tls_handshake_failures
-                            .with_label_values(&[reason])
-                            .inc();
-                        tracing::debug!(reason, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics
-                            .tls_handshake_failures
-                            .with_label_values(&["timeout"])
-                            .inc();
-                        tracing::debug!(
-                            "TLS handshake did not finish within server.header_read_timeout_ms"
-                        );
-                        return;
-                    }
-                };
-                watcher
-                    .watch(builder.serve_connection(TokioIo::new(stream), service))
-                    .await
-            }
-        };
-        if let Err(error) = served {
-            tracing::debug!(%error, "connection ended with an error");
-        }
-    }
-}
-
-/// Reloads the TLS certificate on SIGHUP, and when its files change. Without TLS, SIGHUP
-/// is only logged (it would otherwise end the process).
-async fn reload_tls(tls: Option<Arc<Tls>>, metrics: Arc<Metrics>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => Some(hangup),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; TLS files are still checked for changes");
-            None
-        }
-    };
-    let Some(tls) = tls else {
-        while let Some(hangup) = hangup.as_mut() {
-            if hangup.recv().await.is_none() {
-                return;
-            }
-            tracing::info!("SIGHUP: nothing to reload without [server.tls]");
-        }
-        return;
-    };
-    let mut interval = tokio::time::interval(tls.reload_interval());
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-    loop {
-        let (trigger, reloaded) = tokio::select! {
-            _ = interval.tick() => ("file change", tls.reload_if_changed()),
-            Some(()) = async { match hangup.as_mut() { Some(hangup) => hangup.recv().await, None => std::future::pending().await } } => {
-                ("SIGHUP", tls.reload().map(|()| true))
-            }
-        };
-        match reloaded {
-            Ok(false) => {}
-            Ok(true) => {
-                metrics.tls_reloads.with_label_values(&["ok"]).inc();
-                tracing::info!(
-                    trigger,
-                    "TLS certificate and key reloaded; new connections use them"
-                );
-            }
-            Err(error) => {
-                metrics.tls_reloads.with_label_values(&["error"]).inc();
-                tracing::warn!(trigger, %error, "TLS files not reloaded; the certificate in use stays");
             }
         }
     }

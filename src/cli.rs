@@ -199,6 +199,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = load(config)?;
+    crate::app::check(&settings)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", settings.to_redacted_toml()).context("writing to standard output")?;
     Ok(())

@@ -2,10 +2,11 @@
 //!
 //! Public listener: each app's path (GET verification, POST notification), `/healthz`,
 //! `/readyz`. Admin listener: `/metrics`, `/healthz`, `/readyz`. Handlers take a
-//! `Request` and return a `Response`; sockets live in [`crate::app`].
+//! `Request` and return a `Response`; [`server`] accepts connections and serves them.
 
 mod error;
 mod notify;
+mod server;
 mod verify;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use http_body_util::Full;
 use secrecy::SecretString;
 
 pub use error::ApiError;
+pub use server::{Serving, serve};
 
 use crate::config::{AckMode, Settings};
 use crate::metrics::Metrics;

@@ -328,7 +328,9 @@ async fn tls_files_that_cannot_be_used_are_configuration_errors_naming_the_file(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .chain(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        match waba_gateway::config::Settings::load(None, env) {
+        let checked = waba_gateway::config::Settings::load(None, env)
+            .and_then(|settings| waba_gateway::app::check(&settings));
+        match checked {
             Ok(_) => String::new(),
             Err(error) => error.to_string(),
         }

@@ -8,23 +8,55 @@
 //! otherwise). A client that fails either check fails the handshake and never reaches
 //! HTTP.
 
+mod client;
+mod reload;
+
+pub use reload::reload;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
-    SignatureScheme,
-};
+use rustls::{CertificateError, RootCertStore, ServerConfig};
+use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
-use x509_parser::extensions::GeneralName;
 
-use crate::config::TlsSettings;
+use client::NamedClients;
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that a client certificate must chain to (mTLS): Meta's
+    /// outbound API CA. None means no client certificate is asked for.
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: the names a client certificate's CN or a SAN DNS name must
+    /// be one of.
+    #[serde(default = "default_client_names")]
+    pub client_names: Vec<String>,
+    /// How often the files are checked for changes (a certificate rotated by
+    /// cert-manager); SIGHUP reloads them at once.
+    #[serde(default = "default_tls_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+/// The name on Meta's webhook client certificate.
+pub const META_CLIENT_NAME: &str = "client.webhooks.fbclientcerts.com";
+
+fn default_client_names() -> Vec<String> {
+    vec![META_CLIENT_NAME.to_owned()]
+}
+
+fn default_tls_reload_interval_ms() -> u64 {
+    10_000
+}
 
 /// Why `[server.tls]` cannot be used; each names the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -138,11 +170,6 @@ fn build(settings: &TlsSettings, files: &Files) -> Result<ServerConfig, TlsError
     Ok(config)
 }
 
-/// Checks that `[server.tls]` can be loaded as it stands (for `check-config`).
-pub fn load(settings: &TlsSettings) -> Result<(), TlsError> {
-    build(settings, &Files::read(settings)?).map(drop)
-}
-
 /// The TLS configuration in use, replaced whole when the files change.
 pub struct Tls {
     settings: TlsSettings,
@@ -221,87 +248,5 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => "client_name",
         rustls::Error::InvalidCertificate(_) => "client_certificate",
         _ => "handshake",
-    }
-}
-
-/// The WebPKI client verifier, then the name check.
-#[derive(Debug)]
-struct NamedClients {
-    inner: Arc<dyn ClientCertVerifier>,
-    names: Vec<String>,
-}
-
-impl NamedClients {
-    fn carries_a_name(&self, certificate: &CertificateDer<'_>) -> bool {
-        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate) else {
-            return false;
-        };
-        let wanted = |name: &str| {
-            self.names
-                .iter()
-                .any(|wanted| wanted.eq_ignore_ascii_case(name))
-        };
-        let common_name = parsed
-            .subject()
-            .iter_common_name()
-            .filter_map(|name| name.as_str().ok())
-            .any(wanted);
-        let alternative_name = parsed
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .is_some_and(|extension| {
-                extension.value.general_names.iter().any(|name| match name {
-                    GeneralName::DNSName(dns) => wanted(dns),
-                    _ => false,
-                })
-            });
-        common_name || alternative_name
-    }
-}
-
-impl ClientCertVerifier for NamedClients {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        if self.carries_a_name(end_entity) {
-            Ok(verified)
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }

@@ -1,0 +1,166 @@
+//! Loading: built-in defaults, then the TOML file, then `WABA_GATEWAY__*` variables;
+//! secrets read from their `*_file`s; the demo app on embedded Kafka.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use super::{AppSettings, ConfigError, DEMO_SECRET, DEMO_VERIFY_TOKEN, Settings};
+
+impl Settings {
+    /// Loads defaults, then `file`, then the `WABA_GATEWAY__*` variables of `env`, reads
+    /// `*_file` secrets, adds the demo app where it applies, and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut settings, mut problems) = Self::load_layers(file, env)?;
+        if settings.apps.is_empty() && settings.kafka.is_embedded() {
+            settings.apps.insert("default".to_owned(), demo_app());
+        }
+        problems.extend(settings.problems());
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Loads the layers and reads `*_file` secrets, without checking that the settings can
+    /// run a gateway: for commands that need only a part of them (`subscriptions`). Returns
+    /// the problems met reading secret files.
+    pub fn load_layers(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("WABA_GATEWAY__"))
+            .collect();
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let layered = builder
+            .add_source(
+                config::Environment::with_prefix("WABA_GATEWAY")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()?;
+        let mut settings: Settings = layered.try_deserialize()?;
+        settings.kafka.librdkafka.0 = std::mem::take(&mut settings.kafka.librdkafka.0)
+            .into_iter()
+            .map(|(key, value)| (key.replace('_', "."), value))
+            .collect();
+        let problems = settings.read_secret_files();
+        Ok((settings, problems))
+    }
+
+    fn read_secret_files(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, app) in &mut self.apps {
+            let key = format!("apps.{name}");
+            read_secret(
+                &mut app.secret,
+                &app.secret_file,
+                &key,
+                "secret",
+                &mut problems,
+            );
+            read_secret(
+                &mut app.verify_token,
+                &app.verify_token_file,
+                &key,
+                "verify_token",
+                &mut problems,
+            );
+            if let Some(path) = &app.previous_secrets_file {
+                match std::fs::read_to_string(path) {
+                    Ok(text) => app.previous_secrets.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|line| !line.is_empty())
+                            .map(|line| SecretString::from(line.to_owned())),
+                    ),
+                    Err(error) => problems.push(format!(
+                        "{key}.previous_secrets_file = {}: cannot be read ({error})",
+                        path.display()
+                    )),
+                }
+            }
+        }
+        read_secret(
+            &mut self.graph.access_token,
+            &self.graph.access_token_file,
+            "graph",
+            "access_token",
+            &mut problems,
+        );
+        problems
+    }
+}
+
+fn demo_app() -> AppSettings {
+    AppSettings {
+        path: Some("/webhook".to_owned()),
+        secret: Some(SecretString::from(DEMO_SECRET)),
+        verify_token: Some(SecretString::from(DEMO_VERIFY_TOKEN)),
+        demo: true,
+        ..AppSettings::default()
+    }
+}
+
+fn read_secret(
+    secret: &mut Option<SecretString>,
+    file: &Option<PathBuf>,
+    section: &str,
+    name: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(path) = file else { return };
+    if secret.is_some() {
+        problems.push(format!(
+            "{section}.{name} and {section}.{name}_file are both set; keep one"
+        ));
+        return;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            *secret = Some(SecretString::from(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
+        }
+        Err(error) => problems.push(format!(
+            "{section}.{name}_file = {}: cannot be read ({error})",
+            path.display()
+        )),
+    }
+}
+
+pub(super) fn secret_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Joined(String),
+        List(Vec<String>),
+    }
+    let secrets = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Joined(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::List(list) => list,
+    };
+    Ok(secrets.into_iter().map(SecretString::from).collect())
+}

@@ -1,0 +1,345 @@
+//! The one typed settings tree (DESIGN §3): built-in defaults, then the TOML file, then
+//! `WABA_GATEWAY__SECTION__KEY` environment variables. Unknown keys are errors.
+//!
+//! Secrets are [`SecretString`]s: redacted in `Debug`, in `check-config` output and in
+//! logs. Each may be given inline, by environment, or as a `*_file` path (a Kubernetes
+//! Secret mount) whose content, less a trailing newline, is the secret.
+
+mod load;
+mod redact;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+pub use crate::tls::{META_CLIENT_NAME, TlsSettings};
+use load::secret_list;
+pub use redact::LibrdkafkaProperties;
+use redact::{redact_list, redact_option};
+
+/// Secret and verify token of the demo app that `serve` runs on embedded Kafka when no app
+/// is configured. Public on purpose: the README's quickstart signs with them.
+pub const DEMO_SECRET: &str = "demo-app-secret";
+/// See [`DEMO_SECRET`].
+pub const DEMO_VERIFY_TOKEN: &str = "demo-verify-token";
+
+/// Why settings could not be loaded. `main` exits with 78 (`EX_CONFIG`) on any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or of the wrong type.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// The settings parsed but are not usable; one sentence per problem.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// Everything the gateway can be configured with.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The public listener: webhooks, `/healthz`, `/readyz`.
+    pub server: ServerSettings,
+    /// The private listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: AdminSettings,
+    /// One table per Meta app, by name.
+    pub apps: BTreeMap<String, AppSettings>,
+    /// Brokers, topics and producer properties.
+    pub kafka: KafkaSettings,
+    /// When a notification is acknowledged to Meta.
+    pub delivery: DeliverySettings,
+    /// The bounded drain on SIGTERM/SIGINT.
+    pub shutdown: ShutdownSettings,
+    /// The Graph API, for `waba-gateway subscriptions`.
+    pub graph: GraphSettings,
+    /// Log level and format.
+    pub log: LogSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address of the webhook listener.
+    pub listen: SocketAddr,
+    /// Largest body accepted; larger ones get 413. Meta sends up to about 3 MB.
+    pub max_body_bytes: u64,
+    /// A connection must send a request's headers within this time, else it is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this time, else 408.
+    pub request_timeout_ms: u64,
+    /// Open connections on the webhook listener; a connection over the cap gets 503 and
+    /// is closed.
+    pub max_connections: usize,
+    /// Notifications being read, verified and accepted at once; one more gets 503. Bounds
+    /// memory: at most `max_in_flight_requests` × `max_body_bytes` of bodies.
+    pub max_in_flight_requests: usize,
+    /// HTTPS served by the gateway itself, optionally with Meta's mTLS client certificate.
+    pub tls: Option<TlsSettings>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_in_flight_requests: 256,
+            tls: None,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address of the admin listener.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+        }
+    }
+}
+
+/// `[apps.<name>]`: one Meta app.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppSettings {
+    /// URL path Meta calls; default `/webhook` for the app named `default`, else
+    /// `/webhook/<name>`.
+    pub path: Option<String>,
+    /// The app secret that signs notifications.
+    #[serde(serialize_with = "redact_option")]
+    pub secret: Option<SecretString>,
+    /// File holding the app secret.
+    pub secret_file: Option<PathBuf>,
+    /// Secrets still accepted during a rotation (a comma-separated string by environment).
+    #[serde(deserialize_with = "secret_list", serialize_with = "redact_list")]
+    pub previous_secrets: Vec<SecretString>,
+    /// File holding previous secrets, one per line.
+    pub previous_secrets_file: Option<PathBuf>,
+    /// The token Meta echoes in the verification request.
+    #[serde(serialize_with = "redact_option")]
+    pub verify_token: Option<SecretString>,
+    /// File holding the verify token.
+    pub verify_token_file: Option<PathBuf>,
+    /// True for the demo app added on embedded Kafka when none is configured.
+    #[serde(skip)]
+    pub demo: bool,
+}
+
+impl AppSettings {
+    /// The secrets a signature may match: the current one first.
+    pub fn secrets(&self) -> impl Iterator<Item = &[u8]> {
+        self.secret
+            .iter()
+            .chain(&self.previous_secrets)
+            .map(|secret| secret.expose_secret().as_bytes())
+    }
+}
+
+/// `[kafka]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// `host:port,host:port`, or `embedded` for an in-memory broker inside the process.
+    pub brokers: String,
+    /// Topic of a field: `{field}` and optionally `{object}` are filled in.
+    pub topic_template: String,
+    /// Topic for entries without changes and changes without a routable field.
+    pub unrouted_topic: String,
+    /// Topic for authentic bodies that are not notifications and records the broker refused.
+    pub deadletter_topic: String,
+    /// Per-field topic overrides, e.g. `messages = "wa.inbound"`.
+    pub topics: BTreeMap<String, String>,
+    /// librdkafka properties passed to the producer as they are (`security.protocol`,
+    /// `sasl.*`, ...). By environment, `_` in a key stands for `.`.
+    pub librdkafka: LibrdkafkaProperties,
+    /// Create missing topics before the first record is produced to them.
+    pub create_topics: bool,
+    /// Partitions of topics the gateway creates.
+    pub topic_partitions: i32,
+    /// Replication factor of topics the gateway creates; -1 takes the broker's default.
+    pub topic_replication_factor: i32,
+    /// Where `serve` writes the embedded broker's address, so that `tail` finds it.
+    pub embedded_address_file: PathBuf,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "embedded".to_owned(),
+            topic_template: "whatsapp.{field}".to_owned(),
+            unrouted_topic: "whatsapp.unrouted".to_owned(),
+            deadletter_topic: "whatsapp.deadletter".to_owned(),
+            topics: BTreeMap::new(),
+            librdkafka: LibrdkafkaProperties::default(),
+            create_topics: true,
+            topic_partitions: 6,
+            topic_replication_factor: -1,
+            embedded_address_file: PathBuf::from("data/embedded-kafka.addr"),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// True when the gateway runs its own in-memory broker.
+    pub fn is_embedded(&self) -> bool {
+        self.brokers == "embedded"
+    }
+
+    /// The topic layout these settings describe.
+    pub fn routing(&self) -> crate::routing::Routing {
+        crate::routing::Routing::new(
+            self.topic_template.clone(),
+            self.topics.clone(),
+            self.unrouted_topic.clone(),
+            self.deadletter_topic.clone(),
+        )
+    }
+}
+
+/// When Meta gets its 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// Once the body is durably on the local spool; forwarded to Kafka behind it.
+    Spool,
+    /// Once Kafka has acknowledged every record of the request.
+    Kafka,
+    /// Once the records are queued in memory; a crash loses what is queued.
+    None,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// When Meta gets its 200.
+    pub ack: AckMode,
+    /// Directory of the durable spool (ack = "spool").
+    pub spool_dir: PathBuf,
+    /// Spool size at which new notifications get 503.
+    pub spool_max_bytes: u64,
+    /// In `kafka` mode, how long a request waits for Kafka before it gets 503.
+    pub kafka_ack_timeout_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            ack: AckMode::Spool,
+            spool_dir: PathBuf::from("data/spool"),
+            spool_max_bytes: 1024 * 1024 * 1024,
+            kafka_ack_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// Upper bound on finishing in-flight requests and flushing the producer.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: 20_000,
+        }
+    }
+}
+
+/// `[graph]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphSettings {
+    /// Graph API origin.
+    pub base_url: String,
+    /// Graph API version path segment.
+    pub api_version: String,
+    /// System-user access token with `whatsapp_business_management`.
+    #[serde(serialize_with = "redact_option")]
+    pub access_token: Option<SecretString>,
+    /// File holding the access token.
+    pub access_token_file: Option<PathBuf>,
+    /// Time allowed for one call and its answer.
+    pub timeout_ms: u64,
+    /// Attempts per call when Graph throttles, the first included.
+    pub max_attempts: u32,
+    /// First backoff after a throttled call; it doubles each time, with jitter.
+    pub retry_base_delay_ms: u64,
+    /// Most time spent waiting for throttling to pass, per command.
+    pub max_wait_ms: u64,
+}
+
+impl Default for GraphSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://graph.facebook.com".to_owned(),
+            api_version: "v24.0".to_owned(),
+            access_token: None,
+            access_token_file: None,
+            timeout_ms: 30_000,
+            max_attempts: 5,
+            retry_base_delay_ms: 1_000,
+            max_wait_ms: 120_000,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `waba_gateway=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Settings {
+    /// The app whose path is `path`.
+    pub fn app_path(name: &str, app: &AppSettings) -> String {
+        match &app.path {
+            Some(path) => path.clone(),
+            None if name == "default" => "/webhook".to_owned(),
+            None => format!("/webhook/{name}"),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Loading, validation and redaction, through `Settings::load` as `serve` calls it.
+
+use std::io::Write;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn file(toml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(toml.as_bytes()).expect("write");
+    file
+}
+
+fn problems(result: Result<Settings, ConfigError>) -> String {
+    match result {
+        Ok(_) => panic!("expected a configuration error"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn defaults_run_a_demo_app_on_embedded_kafka() {
+    let settings = Settings::load(None, env(&[])).expect("defaults are valid");
+    assert!(settings.kafka.is_embedded());
+    assert_eq!(settings.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(settings.admin.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(settings.server.max_body_bytes, 4_194_304);
+    assert_eq!(settings.kafka.topic_template, "whatsapp.{field}");
+    assert_eq!(settings.delivery.ack, AckMode::Spool);
+    let demo = &settings.apps["default"];
+    assert!(demo.demo);
+    assert_eq!(Settings::app_path("default", demo), "/webhook");
+    assert_eq!(
+        demo.secrets().collect::<Vec<_>>(),
+        vec![DEMO_SECRET.as_bytes()]
+    );
+}
+
+#[test]
+fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+    let file = file(
+        r#"
+        [server]
+        listen = "127.0.0.1:18080"
+        max_body_bytes = 2048
+        [apps.default]
+        secret = "from-file"
+        verify_token = "token"
+        [kafka]
+        brokers = "k1:9092,k2:9092"
+        [kafka.topics]
+        messages = "wa.inbound"
+        [kafka.librdkafka]
+        "security.protocol" = "SASL_SSL"
+        "#,
+    );
+    let settings = Settings::load(
+        Some(file.path()),
+        env(&[
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", "from-env"),
+            ("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "4096"),
+            (
+                "WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_MECHANISM",
+                "SCRAM-SHA-512",
+            ),
+            ("UNRELATED", "ignored"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(settings.server.listen.to_string(), "127.0.0.1:18080");
+    assert_eq!(settings.server.max_body_bytes, 4096);
+    assert_eq!(
+        settings.apps["default"].secrets().collect::<Vec<_>>(),
+        vec![&b"from-env"[..]]
+    );
+    assert!(!settings.apps["default"].demo);
+    assert_eq!(settings.kafka.brokers, "k1:9092,k2:9092");
+    assert_eq!(settings.kafka.topics["messages"], "wa.inbound");
+    assert_eq!(settings.kafka.librdkafka.0["security.protocol"], "SASL_SSL");
+    assert_eq!(
+        settings.kafka.librdkafka.0["sasl.mechanism"],
+        "SCRAM-SHA-512"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_names_it() {
+    let file = file("[server]\nlisten_addr = \"0.0.0.0:1\"\n");
+    let message = problems(Settings::load(Some(file.path()), env(&[])));
+    assert!(message.contains("listen_addr"), "{message}");
+    let message = problems(Settings::load(
+        None,
+        env(&[("WABA_GATEWAY__KAFKA__BROKER", "x:9092")]),
+    ));
+    assert!(message.contains("broker"), "{message}");
+}
+
+#[test]
+fn real_brokers_without_an_app_secret_is_a_problem_naming_the_key() {
+    let message = problems(Settings::load(
+        None,
+        env(&[
+            ("WABA_GATEWAY__KAFKA__BROKERS", "k1:9092"),
+            ("WABA_GATEWAY__APPS__SHOP__VERIFY_TOKEN", "t"),
+        ]),
+    ));
+    assert!(message.contains("apps.shop.secret is missing"), "{message}");
+    let message = problems(Settings::load(
+        None,
+        env(&[("WABA_GATEWAY__KAFKA__BROKERS", "k1:9092")]),
+    ));
+    assert!(message.contains("no app is configured"), "{message}");
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let file = file(
+        r#"
+        [server]
+        max_body_bytes = 10
+        request_timeout_ms = 1000
+        [delivery]
+        kafka_ack_timeout_ms = 5000
+        [apps.a]
+        path = "/hook"
+        secret = "s"
+        verify_token = "t"
+        [apps.b]
+        path = "/hook"
+        secret = "s"
+        [kafka]
+        topic_template = "wa:{field}"
+        "#,
+    );
+    let message = problems(Settings::load(Some(file.path()), env(&[])));
+    for expected in [
+        "server.max_body_bytes",
+        "delivery.kafka_ack_timeout_ms",
+        "apps.b.path",
+        "apps.b.verify_token is missing",
+        "kafka.topic_template",
+    ] {
+        assert!(message.contains(expected), "{expected} in:\n{message}");
+    }
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = dir.path().join("secret");
+    let token = dir.path().join("token");
+    let previous = dir.path().join("previous");
+    std::fs::write(&secret, "s3cret\n").expect("write");
+    std::fs::write(&token, "t0ken").expect("write");
+    std::fs::write(&previous, "old1\n\nold2\n").expect("write");
+    let settings = Settings::load(
+        None,
+        env(&[
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__SECRET_FILE",
+                secret.to_str().expect("utf-8"),
+            ),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN_FILE",
+                token.to_str().expect("utf-8"),
+            ),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__PREVIOUS_SECRETS_FILE",
+                previous.to_str().expect("utf-8"),
+            ),
+            ("WABA_GATEWAY__KAFKA__BROKERS", "k:9092"),
+        ]),
+    )
+    .expect("valid");
+    let app = &settings.apps["default"];
+    assert_eq!(
+        app.secrets().collect::<Vec<_>>(),
+        vec![&b"s3cret"[..], b"old1", b"old2"]
+    );
+    assert_eq!(
+        app.verify_token.as_ref().map(|t| t.expose_secret()),
+        Some("t0ken")
+    );
+    let message = problems(Settings::load(
+        None,
+        env(&[
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__SECRET_FILE",
+                "/nonexistent/secret",
+            ),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t"),
+        ]),
+    ));
+    assert!(
+        message.contains("apps.default.secret_file = /nonexistent/secret: cannot be read"),
+        "{message}"
+    );
+}
+
+#[test]
+fn previous_secrets_accept_a_comma_separated_variable() {
+    let settings = Settings::load(
+        None,
+        env(&[
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", "new"),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t"),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__PREVIOUS_SECRETS",
+                "old1, old2",
+            ),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(
+        settings.apps["default"].secrets().collect::<Vec<_>>(),
+        vec![&b"new"[..], b"old1", b"old2"]
+    );
+}
+
+#[test]
+fn printed_settings_never_show_a_secret() {
+    let settings = Settings::load(
+        None,
+        env(&[
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", "app-secret-value"),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN",
+                "verify-token-value",
+            ),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__PREVIOUS_SECRETS",
+                "old-secret-value",
+            ),
+            ("WABA_GATEWAY__GRAPH__ACCESS_TOKEN", "graph-token-value"),
+            (
+                "WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_PASSWORD",
+                "sasl-password-value",
+            ),
+            ("WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_USERNAME", "gateway"),
+        ]),
+    )
+    .expect("valid");
+    let printed = settings.to_redacted_toml();
+    let debug = format!("{settings:?}");
+    for secret in [
+        "app-secret-value",
+        "verify-token-value",
+        "old-secret-value",
+        "graph-token-value",
+        "sasl-password-value",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+        assert!(!debug.contains(secret), "{secret} in Debug");
+    }
+    assert!(
+        printed.contains("\"sasl.username\" = \"gateway\""),
+        "{printed}"
+    );
+    assert!(printed.contains("secret = \"[redacted]\""), "{printed}");
+    assert!(printed.contains("path = \"/webhook\""), "{printed}");
+}
