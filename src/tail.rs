@@ -157,15 +157,28 @@ pub fn matches_layout(routing: &Routing, topic: &str) -> bool {
         })
 }
 
-/// The metadata members of a printed line, in the order they are printed.
+/// One printed line: the record's metadata, then its value (raw JSON when it is JSON, so
+/// that it prints byte for byte; a JSON string when it is other text; base64 otherwise).
 #[derive(serde::Serialize)]
-struct LineHead<'a> {
+struct Line<'a> {
     topic: &'a str,
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
     key: Option<std::borrow::Cow<'a, str>>,
     headers: BTreeMap<&'a str, std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+/// A value that is UTF-8.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Value<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
 }
 
 fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
@@ -177,35 +190,28 @@ fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let head = LineHead {
+    let payload = message.payload().unwrap_or_default();
+    let (value, value_base64) = match std::str::from_utf8(payload) {
+        Ok(utf8) => match serde_json::from_str::<&RawValue>(utf8.trim()) {
+            Ok(json) => (Some(Value::Json(json)), None),
+            Err(_) => (Some(Value::Text(utf8)), None),
+        },
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(payload)),
+        ),
+    };
+    let line = Line {
         topic: message.topic(),
         partition: message.partition(),
         offset: message.offset(),
         timestamp: message.timestamp().to_millis(),
         key: message.key().map(String::from_utf8_lossy),
         headers,
+        value,
+        value_base64,
     };
-    let mut text = serde_json::to_string(&head).expect("a record's metadata is JSON");
-    // The value goes last, as raw JSON when it is JSON, so it prints byte for byte.
-    text.pop();
-    let payload = message.payload().unwrap_or_default();
-    match std::str::from_utf8(payload) {
-        Ok(utf8) if serde_json::from_str::<&RawValue>(utf8).is_ok() => {
-            text.push_str(",\"value\":");
-            text.push_str(utf8.trim());
-        }
-        Ok(utf8) => {
-            text.push_str(",\"value\":");
-            text.push_str(&serde_json::to_string(utf8).expect("a string is JSON"));
-        }
-        Err(_) => {
-            text.push_str(",\"value_base64\":\"");
-            text.push_str(&base64::engine::general_purpose::STANDARD.encode(payload));
-            text.push('"');
-        }
-    }
-    text.push('}');
-    text
+    serde_json::to_string(&line).expect("a line of strings and raw JSON serializes")
 }
 
 #[cfg(test)]

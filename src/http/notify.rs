@@ -49,8 +49,7 @@ impl Gateway {
             return Ok(error::text(StatusCode::OK, "accepted\n"));
         }
 
-        let received_at = envelope::timestamp(now);
-        let split = envelope::to_records(&self.routing, &app.name, &body, &received_at);
+        let split = envelope::to_records(&self.routing, &app.name, &body, now);
         // The records hold copies of what they need: the body's memory is not kept while
         // Kafka acknowledges.
         drop(body);

@@ -161,9 +161,8 @@ async fn dispatch(
         Ok(None) => return Ok(None),
         Err(error) => return Err(PublishError::Retryable(error.to_string())),
     };
-    let received_at =
-        envelope::timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms));
-    let split = envelope::to_records(routing, &entry.app, &entry.body, &received_at);
+    let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms);
+    let split = envelope::to_records(routing, &entry.app, &entry.body, received_at);
     let fields: Vec<&'static str> = split.records.iter().map(|record| record.field).collect();
     let publication = sink.enqueue(&entry.app, split.records).await?;
     let accepted = Accepted {

@@ -12,8 +12,13 @@ use crate::helpers::envelope_value_bytes;
 
 const AT: &str = "2026-11-22T00:00:00.000Z";
 
+/// [`AT`] as the time the gateway passes around.
+fn at(text: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339(text).expect("an RFC 3339 time")
+}
+
 fn split(body: &[u8]) -> waba_gateway::envelope::Split {
-    to_records(&KafkaSettings::default().routing(), "default", body, AT)
+    to_records(&KafkaSettings::default().routing(), "default", body, at(AT))
 }
 
 /// JSON white space, often none.

@@ -1,0 +1,338 @@
+//! Splits a verified notification body into Kafka records: one per `entry[].changes[]`.
+//!
+//! Pure: bytes in, records out, no I/O. Invariants:
+//! - every change of the body ends up in exactly one record, and the change's `value` is
+//!   copied byte for byte (escapes such as `\u00e9` and `\/` included): it is never parsed
+//!   into a tree and re-serialised;
+//! - `object`, `entry.id`, `entry.time` and `field` are passed through as the JSON Meta
+//!   sent, so nothing Meta sent about a change is lost even when it is malformed;
+//! - `event_id` depends only on what Meta sent about the change, so a retry or a replay of
+//!   the same change gets the same id;
+//! - a body that is not a notification at all is an [`EnvelopeError`]; the caller keeps it
+//!   on the dead-letter topic with [`dead_letter`].
+
+mod key;
+mod number;
+mod shape;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::routing::{Routing, field_label};
+use key::conversation_key;
+use number::has_number_out_of_range;
+use shape::{ChangeShape, EntryShape, List, parse_notifications, shape, string_text, text};
+
+/// One Kafka record, ready to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key (`None` only when the entry had no id).
+    pub key: Option<String>,
+    /// Kafka headers, in order.
+    pub headers: Vec<(&'static str, String)>,
+    /// The envelope JSON, or the raw body for a dead letter.
+    pub value: Vec<u8>,
+    /// The metric label of the change's field (`other` for unknown ones).
+    pub field: &'static str,
+}
+
+impl Record {
+    /// The value of the header `name`, if the record has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| *header == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why an authentic body is not a notification. It goes to the dead-letter topic with
+/// [`EnvelopeError::reason`] as its `wa-error`, and Meta still gets 200.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Nothing but white space.
+    #[error("the body is empty")]
+    Empty,
+    /// Bytes that are not UTF-8.
+    #[error("the body is not valid UTF-8")]
+    InvalidUtf8,
+    /// Not JSON, or JSON nested deeper than the parser allows.
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// JSON, but neither an object nor an array of objects.
+    #[error("the body is neither a notification object nor an array of them")]
+    NotAnObject,
+    /// An object without an `entry` member.
+    #[error("the notification has no entry member")]
+    MissingEntry,
+    /// `entry` is there but is not a list.
+    #[error("the notification's entry member is not a list")]
+    EntryNotAList,
+    /// An empty array.
+    #[error("the body is an empty array")]
+    NoNotifications,
+    /// A number too large for a 64-bit float, which consumers' JSON parsers reject or
+    /// turn into infinity.
+    #[error("the body holds a number out of range")]
+    NumberOutOfRange,
+}
+
+impl EnvelopeError {
+    /// The fixed label used for `wa-error` and `waba_gateway_deadletters_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty_body",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MissingEntry => "missing_entry",
+            Self::EntryNotAList => "entry_not_a_list",
+            Self::NoNotifications => "no_notifications",
+            Self::NumberOutOfRange => "number_out_of_range",
+        }
+    }
+}
+
+/// Formats a receive time the way every record carries it: RFC 3339, UTC, milliseconds.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// A verified body as records: one per change, or the dead letter that keeps it whole.
+#[derive(Debug)]
+pub struct Split {
+    /// The records to produce.
+    pub records: Vec<Record>,
+    /// Why the body went to the dead-letter topic, if it did.
+    pub deadletter: Option<&'static str>,
+}
+
+/// Splits a verified body, or, when it is not a notification, makes its dead letter.
+pub fn to_records(routing: &Routing, app: &str, body: &[u8], received_at: SystemTime) -> Split {
+    match split(routing, app, body, received_at) {
+        Ok(records) => Split {
+            records,
+            deadletter: None,
+        },
+        Err(error) => Split {
+            records: vec![dead_letter(routing, app, body, error.reason(), received_at)],
+            deadletter: Some(error.reason()),
+        },
+    }
+}
+
+/// Splits a verified body into one record per change.
+pub fn split(
+    routing: &Routing,
+    app: &str,
+    body: &[u8],
+    received_at: SystemTime,
+) -> Result<Vec<Record>, EnvelopeError> {
+    let notifications = parse_notifications(body)?;
+    if has_number_out_of_range(body) {
+        return Err(EnvelopeError::NumberOutOfRange);
+    }
+    let mut records = Vec::new();
+    for notification in notifications {
+        for entry in notification.entries {
+            split_entry(
+                routing,
+                app,
+                notification.object,
+                entry,
+                received_at,
+                &mut records,
+            );
+        }
+    }
+    Ok(records)
+}
+
+/// The record that keeps an authentic body that could not be split: the raw bytes as value.
+pub fn dead_letter(
+    routing: &Routing,
+    app: &str,
+    body: &[u8],
+    error: &str,
+    received_at: SystemTime,
+) -> Record {
+    Record {
+        topic: routing.deadletter().to_owned(),
+        key: None,
+        headers: vec![
+            ("wa-app", app.to_owned()),
+            ("wa-error", error.to_owned()),
+            ("wa-received-at", timestamp(received_at)),
+        ],
+        value: body.to_vec(),
+        field: "other",
+    }
+}
+
+/// The value of a routed record (DESIGN §6). The raw members are written verbatim: the
+/// bytes Meta sent, never re-serialised; a member Meta did not send is `null`.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    event_id: &'a str,
+    app: &'a str,
+    object: Option<&'a RawValue>,
+    entry_id: Option<&'a RawValue>,
+    entry_time: Option<&'a RawValue>,
+    field: Option<&'a RawValue>,
+    #[serde(serialize_with = "rfc3339_millis")]
+    received_at: SystemTime,
+    value: &'a RawValue,
+}
+
+fn rfc3339_millis<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
+}
+
+/// What every record of one entry shares.
+struct EntryContext<'a> {
+    app: &'a str,
+    object: Option<&'a RawValue>,
+    object_text: Option<Cow<'a, str>>,
+    id: Option<&'a RawValue>,
+    id_text: Option<Cow<'a, str>>,
+    time: Option<&'a RawValue>,
+    received_at: SystemTime,
+}
+
+fn split_entry<'a>(
+    routing: &Routing,
+    app: &'a str,
+    object: Option<&'a RawValue>,
+    entry: &'a RawValue,
+    received_at: SystemTime,
+    records: &mut Vec<Record>,
+) {
+    let entry_shape = shape::<EntryShape>(entry);
+    let context = EntryContext {
+        app,
+        object,
+        object_text: object.and_then(text),
+        id: entry_shape.as_ref().and_then(|shape| shape.id),
+        id_text: entry_shape
+            .as_ref()
+            .and_then(|shape| shape.id)
+            .and_then(text),
+        time: entry_shape.as_ref().and_then(|shape| shape.time),
+        received_at,
+    };
+    let changes = match entry_shape.and_then(|shape| shape.changes) {
+        Some(List::Items(changes)) if !changes.is_empty() => changes,
+        // An entry without a list of changes is kept whole, as one unrouted record.
+        _ => {
+            records.push(record(routing, &context, None, entry));
+            return;
+        }
+    };
+    for change in changes {
+        let record = match shape::<ChangeShape>(change) {
+            Some(ChangeShape {
+                field,
+                value: Some(value),
+            }) => record(routing, &context, field, value),
+            // No value, or not an object: the whole change is the value, on the unrouted topic.
+            Some(ChangeShape { field, value: None }) => {
+                unrouted_record(routing, &context, field, change)
+            }
+            None => unrouted_record(routing, &context, None, change),
+        };
+        records.push(record);
+    }
+}
+
+fn unrouted_record(
+    routing: &Routing,
+    context: &EntryContext<'_>,
+    field: Option<&RawValue>,
+    value: &RawValue,
+) -> Record {
+    let mut record = record(routing, context, field, value);
+    routing.unrouted().clone_into(&mut record.topic);
+    record
+}
+
+fn record(
+    routing: &Routing,
+    context: &EntryContext<'_>,
+    field: Option<&RawValue>,
+    value: &RawValue,
+) -> Record {
+    let field_text = field.and_then(string_text);
+    let topic = routing.topic(context.object_text.as_deref(), field_text.as_deref());
+    let event_id = event_id(context, field, value);
+    let key = if field_text.as_deref() == Some("messages") {
+        conversation_key(value).or_else(|| context.id_text.as_deref().map(str::to_owned))
+    } else {
+        context.id_text.as_deref().map(str::to_owned)
+    };
+
+    let mut envelope = Vec::with_capacity(value.get().len() + 256 + context.app.len());
+    let written = serde_json::to_writer(
+        &mut envelope,
+        &Envelope {
+            event_id: &event_id,
+            app: context.app,
+            object: context.object,
+            entry_id: context.id,
+            entry_time: context.time,
+            field,
+            received_at: context.received_at,
+            value,
+        },
+    );
+    written.expect("an envelope of raw JSON serializes into a Vec");
+
+    let mut headers = Vec::with_capacity(6);
+    headers.push(("wa-event-id", event_id));
+    headers.push(("wa-app", context.app.to_owned()));
+    for (name, text) in [
+        ("wa-object", context.object_text.as_deref()),
+        ("wa-entry-id", context.id_text.as_deref()),
+        ("wa-field", field_text.as_deref()),
+    ] {
+        if let Some(text) = text {
+            headers.push((name, text.to_owned()));
+        }
+    }
+    headers.push(("content-type", "application/json".to_owned()));
+
+    Record {
+        topic,
+        key,
+        headers,
+        value: envelope,
+        field: field_label(field_text.as_deref()),
+    }
+}
+
+/// A deterministic id for a change: SHA-256 over what Meta sent about it (object, entry id,
+/// entry time, field and the value's exact bytes), each part length-prefixed, truncated to
+/// 128 bits. The receiving app is left out on purpose: Meta delivers the same change to
+/// every subscribed app, and consumers should see those copies as duplicates.
+fn event_id(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"waba-gateway event v1");
+    for part in [context.object, context.id, context.time, field, Some(value)] {
+        match part {
+            Some(raw) => {
+                hasher.update((raw.get().len() as u64).to_be_bytes());
+                hasher.update(raw.get().as_bytes());
+            }
+            None => hasher.update(u64::MAX.to_be_bytes()),
+        }
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
