@@ -111,18 +111,14 @@ impl App {
         let spool = match settings.delivery.ack {
             AckMode::Spool => {
                 let dir = &settings.delivery.spool_dir;
-                let (spool, recovery) = Spool::open(
-                    dir,
-                    settings.delivery.spool_max_bytes,
-                    metrics.clone(),
-                    readiness.clone(),
-                )
-                .with_context(|| {
-                    format!(
-                        "opening the spool in delivery.spool_dir = {}",
-                        dir.display()
-                    )
-                })?;
+                let (spool, recovery) =
+                    Spool::open(dir, settings.delivery.spool_max_bytes, metrics.clone())
+                        .with_context(|| {
+                            format!(
+                                "opening the spool in delivery.spool_dir = {}",
+                                dir.display()
+                            )
+                        })?;
                 tracing::info!(
                     dir = %dir.display(),
                     replayed = recovery.replayed,
@@ -130,6 +126,7 @@ impl App {
                     quarantined = recovery.quarantined,
                     "spool open"
                 );
+                readiness.follow_spool(spool.full());
                 Some(spool)
             }
             _ => None,

@@ -3,14 +3,18 @@
 //! Ready means: Kafka answered once since start-up, and shutdown has not begun. From the
 //! first moment of shutdown `/readyz` answers 503, so load balancers stop sending.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
 
 /// The readiness latch shared by the listeners and the start-up check.
 #[derive(Debug, Default)]
 pub struct Readiness {
     kafka_reached: AtomicBool,
     draining: AtomicBool,
-    spool_full: AtomicBool,
+    /// The spool's "full" signal, when there is a spool.
+    spool_full: OnceLock<watch::Receiver<bool>>,
 }
 
 impl Readiness {
@@ -29,9 +33,11 @@ impl Readiness {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// The spool filled up (`true`) or drained below its low-water mark (`false`).
-    pub fn set_spool_full(&self, full: bool) {
-        self.spool_full.store(full, Ordering::Release);
+    /// Not ready while the spool says it is full (see `Spool::full`).
+    pub fn follow_spool(&self, full: watch::Receiver<bool>) {
+        if self.spool_full.set(full).is_err() {
+            tracing::warn!("readiness already follows a spool; the second one is ignored");
+        }
     }
 
     /// True while shutdown is under way.
@@ -45,7 +51,7 @@ impl Readiness {
             Err("shutting down")
         } else if !self.kafka_reached.load(Ordering::Acquire) {
             Err("Kafka has not answered yet")
-        } else if self.spool_full.load(Ordering::Acquire) {
+        } else if self.spool_full.get().is_some_and(|full| *full.borrow()) {
             Err("the spool is full")
         } else {
             Ok(())
@@ -56,20 +62,11 @@ impl Readiness {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn signal() {
     let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("the SIGTERM handler installs once at start-up");
-        tokio::select! {
-            _ = interrupt => tracing::info!(signal = "SIGINT", "shutting down"),
-            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-        tracing::info!(signal = "SIGINT", "shutting down");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("the SIGTERM handler installs once at start-up");
+    tokio::select! {
+        _ = interrupt => tracing::info!(signal = "SIGINT", "shutting down"),
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
     }
 }
 
@@ -83,9 +80,11 @@ mod tests {
         assert_eq!(readiness.check(), Err("Kafka has not answered yet"));
         readiness.kafka_reached();
         assert_eq!(readiness.check(), Ok(()));
-        readiness.set_spool_full(true);
+        let spool_full = watch::Sender::new(false);
+        readiness.follow_spool(spool_full.subscribe());
+        spool_full.send_replace(true);
         assert_eq!(readiness.check(), Err("the spool is full"));
-        readiness.set_spool_full(false);
+        spool_full.send_replace(false);
         assert_eq!(readiness.check(), Ok(()));
         readiness.start_draining();
         assert_eq!(readiness.check(), Err("shutting down"));

@@ -1,0 +1,118 @@
+//! Recovery at open: the checkpoint, the scan of each segment (a torn tail truncated,
+//! corrupt ranges quarantined, never a failed start), and the quarantine itself.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::log::{Segment, Slot, State};
+use super::{Recovery, SpoolError, frame};
+
+pub(super) fn read_checkpoint(dir: &Path) -> u64 {
+    let Ok(bytes) = std::fs::read(dir.join("checkpoint")) else {
+        return 0;
+    };
+    match bytes.as_slice() {
+        [watermark @ .., a, b, c, d]
+            if watermark.len() == 8
+                && crc32fast::hash(watermark) == u32::from_le_bytes([*a, *b, *c, *d]) =>
+        {
+            u64::from_le_bytes(watermark.try_into().expect("8 bytes"))
+        }
+        _ => {
+            tracing::warn!("the spool checkpoint is unreadable; replaying every spooled entry");
+            0
+        }
+    }
+}
+
+pub(super) fn quarantine(
+    dir: &Path,
+    segment: u64,
+    offset: u64,
+    bytes: &[u8],
+) -> std::io::Result<PathBuf> {
+    let path = dir
+        .join("quarantine")
+        .join(format!("{segment:020}.seg.at-{offset}.bin"));
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+/// Scans one segment: indexes its entries at or above the checkpoint, truncates a torn
+/// tail of the newest segment, quarantines corrupt ranges.
+pub(super) fn recover_segment(
+    dir: &Path,
+    first: u64,
+    path: &Path,
+    newest: bool,
+    checkpoint: u64,
+    state: &mut State,
+    recovery: &mut Recovery,
+) -> Result<(), SpoolError> {
+    let data = std::fs::read(path)?;
+    let mut offset = 0;
+    let mut last_seq = None;
+    let mut keep = false;
+    let mut valid_bytes = data.len();
+    while offset < data.len() {
+        match frame::scan(&data[offset..]) {
+            frame::Scanned::Frame { seq, len } => {
+                if seq >= checkpoint {
+                    let received_at_ms = frame::decode(&data[offset..offset + len])
+                        .map_or(0, |(_, entry)| entry.received_at_ms);
+                    state.index.push_back(Slot {
+                        seq,
+                        segment: first,
+                        offset: offset as u64,
+                        len: len as u32,
+                        received_at_ms,
+                        released: false,
+                    });
+                }
+                last_seq = Some(seq);
+                state.next_seq = state.next_seq.max(seq + 1);
+                offset += len;
+            }
+            frame::Scanned::Torn if newest => {
+                tracing::warn!(path = %path.display(), bytes = data.len() - offset, "truncating a torn write at the end of the spool (never acknowledged)");
+                recovery.torn_bytes += (data.len() - offset) as u64;
+                valid_bytes = offset;
+                break;
+            }
+            frame::Scanned::Torn | frame::Scanned::Corrupt => {
+                let next = frame::resync(&data, offset).unwrap_or(data.len());
+                // Never fail the start over it (that would be a crash loop): when the copy
+                // cannot be written, the segment itself is kept.
+                match quarantine(dir, first, offset as u64, &data[offset..next]) {
+                    Ok(at) => {
+                        tracing::error!(path = %path.display(), offset, bytes = next - offset, quarantine = %at.display(), "corrupt bytes in the spool moved to quarantine")
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %path.display(), offset, bytes = next - offset, %error, "corrupt bytes in the spool could not be copied to quarantine; keeping the whole segment");
+                        keep = true;
+                    }
+                }
+                recovery.quarantined += 1;
+                offset = next;
+            }
+        }
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    if valid_bytes < data.len() {
+        file.set_len(valid_bytes as u64)?;
+        file.sync_all()?;
+    }
+    state.bytes += valid_bytes as u64;
+    state.segments.insert(
+        first,
+        Segment {
+            path: path.to_owned(),
+            file: Arc::new(file),
+            bytes: valid_bytes as u64,
+            last_seq,
+            keep,
+        },
+    );
+    Ok(())
+}
