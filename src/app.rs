@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::backoff::Backoff;
 use crate::config::{AckMode, ConfigError, Settings};
 use crate::http::{Gateway, Listener, Serving, serve};
 use crate::metrics::Metrics;
@@ -348,7 +349,12 @@ async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readi
         readiness.kafka_reached();
         return;
     };
-    let mut delay = Duration::from_millis(200);
+    let backoff = Backoff {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        jitter: false,
+    };
+    let mut failures = 0;
     loop {
         match kafka.check_connection(Duration::from_secs(5)).await {
             Ok(brokers) => {
@@ -358,8 +364,8 @@ async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readi
             }
             Err(error) => {
                 tracing::warn!(%error, "Kafka does not answer yet; not ready");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                failures += 1;
+                tokio::time::sleep(backoff.delay(failures)).await;
             }
         }
     }

@@ -267,7 +267,7 @@ fn tail(
                 .map(|field| match field.as_str() {
                     "unrouted" => routing.unrouted().to_owned(),
                     "deadletter" => routing.deadletter().to_owned(),
-                    field => routing.topic(Some("whatsapp_business_account"), Some(field)),
+                    field => routing.field_topic(field),
                 })
                 .collect(),
         )

@@ -244,12 +244,12 @@ impl GraphClient {
 
     /// Exponential backoff with jitter: a random delay in [d/2, d], d = base * 2^(n-1).
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .retry
-            .base_delay
-            .saturating_mul(1 << (attempt - 1).min(16));
-        let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
+        crate::backoff::Backoff {
+            first: self.retry.base_delay,
+            max: Duration::MAX,
+            jitter: true,
+        }
+        .delay(attempt)
     }
 
     async fn once(

@@ -10,6 +10,7 @@
 //! - [`tls`] serves HTTPS and checks Meta's mTLS client certificate.
 
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod envelope;

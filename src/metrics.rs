@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -74,129 +75,115 @@ impl Metrics {
     /// used as labels; any other topic is counted as `other`.
     pub fn new(topics: impl IntoIterator<Item = String>) -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("metric names and labels are valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("each metric is registered once");
-            metric
+        // Each metric is created and registered by one call, so none can be left out of
+        // the registry.
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
-        let http_requests = counter(
+        let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help));
+        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help));
+        let latencies = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+        };
+        let http_requests = counters(
             "waba_gateway_http_requests_total",
             "HTTP requests answered, by route and status code.",
             &["route", "status"],
         );
-        let signature_failures = counter(
+        let signature_failures = counters(
             "waba_gateway_signature_failures_total",
             "Notifications refused because X-Hub-Signature-256 was missing, malformed or wrong.",
             &["app", "reason"],
         );
-        let signature_matches = counter(
+        let signature_matches = counters(
             "waba_gateway_signature_matches_total",
             "Notifications whose signature verified, by which secret matched.",
             &["app", "secret"],
         );
-        let changes = counter(
+        let changes = counters(
             "waba_gateway_changes_total",
             "Changes split out of verified notifications, by app and field.",
             &["app", "field"],
         );
-        let deadletters = counter(
+        let deadletters = counters(
             "waba_gateway_deadletters_total",
             "Authentic bodies or records kept on the dead-letter topic, by reason.",
             &["app", "reason"],
         );
-        let kafka_records = counter(
+        let kafka_records = counters(
             "waba_gateway_kafka_records_total",
             "Records produced to Kafka, by topic and outcome (ok or error).",
             &["topic", "outcome"],
         );
-        let overload_refusals = counter(
+        let overload_refusals = counters(
             "waba_gateway_overload_refusals_total",
             "Requests answered 503 because a cap was reached: server.max_connections (connections) or server.max_in_flight_requests (in_flight).",
             &["limit"],
         );
-        let tls_handshake_failures = counter(
+        let tls_handshake_failures = counters(
             "waba_gateway_tls_handshake_failures_total",
             "TLS handshakes that failed on the webhook listener, by reason.",
             &["reason"],
         );
-        let tls_reloads = counter(
+        let tls_reloads = counters(
             "waba_gateway_tls_reloads_total",
             "Reloads of the TLS certificate and key, by outcome (ok or error).",
             &["outcome"],
         );
-        let http_request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "waba_gateway_http_request_duration_seconds",
-                "Time from the request's arrival to its answer.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid histogram");
-        let kafka_delivery = Histogram::with_opts(
-            HistogramOpts::new(
+        let http_request_duration = register(
+            &registry,
+            HistogramVec::new(
+                latencies(
+                    "waba_gateway_http_request_duration_seconds",
+                    "Time from the request's arrival to its answer.",
+                ),
+                &["route"],
+            ),
+        );
+        let kafka_delivery = register(
+            &registry,
+            Histogram::with_opts(latencies(
                 "waba_gateway_kafka_delivery_seconds",
                 "Time from enqueueing a record to Kafka's acknowledgement.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid histogram");
-        let spool_entries = IntGauge::new(
+            )),
+        );
+        let spool_entries = gauge(
             "waba_gateway_spool_entries",
             "Notifications on the local spool not yet released.",
-        )
-        .expect("valid gauge");
-        let spool_bytes = IntGauge::new(
+        );
+        let spool_bytes = gauge(
             "waba_gateway_spool_bytes",
             "Bytes on the local spool not yet released.",
-        )
-        .expect("valid gauge");
-        let spool_oldest_age = Gauge::new(
-            "waba_gateway_spool_oldest_entry_age_seconds",
-            "Age of the oldest notification on the spool not yet in Kafka; 0 when empty.",
-        )
-        .expect("valid gauge");
-        let spool_fsyncs = IntCounter::new(
+        );
+        let spool_oldest_age = register(
+            &registry,
+            Gauge::new(
+                "waba_gateway_spool_oldest_entry_age_seconds",
+                "Age of the oldest notification on the spool not yet in Kafka; 0 when empty.",
+            ),
+        );
+        let spool_fsyncs = counter(
             "waba_gateway_spool_fsyncs_total",
             "Spool writes made durable with fdatasync; each covers every request waiting.",
-        )
-        .expect("valid counter");
-        let spool_quarantined = IntCounter::new(
+        );
+        let spool_quarantined = counter(
             "waba_gateway_spool_quarantined_total",
             "Corrupt byte ranges found in the spool and moved to its quarantine folder.",
-        )
-        .expect("valid counter");
-        let connections = IntGauge::new(
+        );
+        let connections = gauge(
             "waba_gateway_connections",
             "Connections open on the webhook listener.",
-        )
-        .expect("valid gauge");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "waba_gateway_build_info",
-                "Always 1; the version that runs.",
+        );
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "waba_gateway_build_info",
+                    "Always 1; the version that runs.",
+                ),
+                &["version"],
             ),
-            &["version"],
-        )
-        .expect("valid gauge");
-        for metric in [
-            Box::new(http_request_duration.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(kafka_delivery.clone()),
-            Box::new(spool_entries.clone()),
-            Box::new(spool_bytes.clone()),
-            Box::new(spool_oldest_age.clone()),
-            Box::new(spool_fsyncs.clone()),
-            Box::new(spool_quarantined.clone()),
-            Box::new(connections.clone()),
-            Box::new(build_info.clone()),
-        ] {
-            registry
-                .register(metric)
-                .expect("each metric is registered once");
-        }
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -255,6 +242,18 @@ impl Metrics {
             .expect("encoding to a Vec cannot fail");
         out
     }
+}
+
+/// Registers a new metric and returns it: the one way metrics are made here.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("metric names, labels and buckets are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
 }
 
 #[cfg(test)]

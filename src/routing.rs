@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+/// The `object` of every WhatsApp Business Account notification.
+pub const WABA_OBJECT: &str = "whatsapp_business_account";
+
 /// The `changes[].field` values Meta documents for WhatsApp Business Accounts. Metrics label
 /// these by name and every other field as `other`.
 pub const KNOWN_FIELDS: &[&str] = &[
@@ -87,6 +90,11 @@ impl Routing {
         }
     }
 
+    /// The topic of `field` in WhatsApp Business Account notifications ([`WABA_OBJECT`]).
+    pub fn field_topic(&self, field: &str) -> String {
+        self.topic(Some(WABA_OBJECT), Some(field))
+    }
+
     /// The topic for a change with this `object` and `field`, or the unrouted topic when the
     /// field (or an object the template needs) is not a routable name.
     pub fn topic(&self, object: Option<&str>, field: Option<&str>) -> String {
@@ -126,7 +134,7 @@ impl Routing {
     pub fn known_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = KNOWN_FIELDS
             .iter()
-            .map(|field| self.topic(Some("whatsapp_business_account"), Some(field)))
+            .map(|field| self.field_topic(field))
             .chain(self.overrides.values().cloned())
             .chain([self.unrouted.clone(), self.deadletter.clone()])
             .collect();
@@ -146,7 +154,7 @@ impl Routing {
         } else {
             let sample = self
                 .template
-                .replace("{object}", "whatsapp_business_account")
+                .replace("{object}", WABA_OBJECT)
                 .replace("{field}", "messages");
             if !is_legal_topic(&sample) {
                 problems.push(format!(

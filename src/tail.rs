@@ -143,7 +143,7 @@ pub fn matches_layout(routing: &Routing, topic: &str) -> bool {
         return true;
     }
     // Try the template: the field is whatever is left between its fixed parts.
-    let probe = routing.topic(Some("whatsapp_business_account"), Some("x"));
+    let probe = routing.field_topic("x");
     let Some(field_at) = probe.rfind('x') else {
         return false;
     };
@@ -151,10 +151,7 @@ pub fn matches_layout(routing: &Routing, topic: &str) -> bool {
     topic
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_suffix(suffix))
-        .is_some_and(|field| {
-            is_routable_name(field)
-                && routing.topic(Some("whatsapp_business_account"), Some(field)) == topic
-        })
+        .is_some_and(|field| is_routable_name(field) && routing.field_topic(field) == topic)
 }
 
 /// One printed line: the record's metadata, then its value (raw JSON when it is JSON, so

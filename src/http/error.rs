@@ -4,7 +4,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::publish::PublishError;
 use crate::signature::SignatureError;
+use crate::spool::SpoolError;
 
 /// Seconds Meta is asked to wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -36,12 +38,42 @@ pub enum ApiError {
     /// The signature did not verify; nothing is stored.
     #[error("{0}")]
     Signature(#[from] SignatureError),
-    /// The notification cannot be accepted durably now; Meta retries later.
-    #[error("cannot accept the notification now: {0}")]
-    Unavailable(String),
-    /// A cap was reached; carries the setting. Meta retries later.
-    #[error("too busy to take this request now ({0} reached)")]
-    Overloaded(&'static str),
+    /// The spool cannot store the notification now; Meta retries later.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// Kafka cannot take the notification now; Meta retries later.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// A cap was reached. Meta retries later.
+    #[error("too busy to take this request now ({} reached)", .0.setting())]
+    Overloaded(Cap),
+}
+
+/// A cap on what the webhook listener takes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `server.max_connections`.
+    Connections,
+    /// `server.max_in_flight_requests`.
+    InFlight,
+}
+
+impl Cap {
+    /// The setting that sets it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::Connections => "server.max_connections",
+            Self::InFlight => "server.max_in_flight_requests",
+        }
+    }
+
+    /// The `limit` label of `waba_gateway_overload_refusals_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::InFlight => "in_flight",
+        }
+    }
 }
 
 impl ApiError {
@@ -55,7 +87,20 @@ impl ApiError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Unavailable(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Spool(_) | Self::Publish(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// The answer's body: one fixed line per failure, so that no internal detail (paths,
+    /// broker errors, sizes) reaches the client; the detail goes to the log.
+    fn body(&self) -> String {
+        match self {
+            Self::Spool(SpoolError::Full { .. }) => "the spool is full; retry later".to_owned(),
+            Self::Spool(_) => "the notification cannot be stored now; retry later".to_owned(),
+            Self::Publish(_) => "Kafka cannot take the notification now; retry later".to_owned(),
+            other => other.to_string(),
         }
     }
 
@@ -63,13 +108,13 @@ impl ApiError {
     /// they apply. The text never echoes request content.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
-        let mut response = text(status, format!("{self}\n"));
+        let mut response = text(status, format!("{}\n", self.body()));
         let headers = response.headers_mut();
         match self {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::Unavailable(_) | Self::Overloaded(_) => {
+            Self::Spool(_) | Self::Publish(_) | Self::Overloaded(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),
@@ -110,8 +155,12 @@ mod tests {
             (ApiError::BodyTooLarge(10), 413),
             (ApiError::BodyTimeout, 408),
             (ApiError::Signature(SignatureError::Mismatch), 401),
-            (ApiError::Unavailable("x".into()), 503),
-            (ApiError::Overloaded("server.max_connections"), 503),
+            (ApiError::Spool(SpoolError::Closed), 503),
+            (
+                ApiError::Publish(PublishError::Retryable("down".into())),
+                503,
+            ),
+            (ApiError::Overloaded(Cap::Connections), 503),
         ] {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
         }
@@ -119,9 +168,34 @@ mod tests {
 
     #[test]
     fn a_503_asks_meta_to_retry_later() {
-        let response = ApiError::Unavailable("Kafka is down".into()).into_response();
+        let response =
+            ApiError::Publish(PublishError::Retryable("Kafka is down".into())).into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
-        let response = ApiError::Overloaded("server.max_in_flight_requests").into_response();
+        let response = ApiError::Overloaded(Cap::InFlight).into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[tokio::test]
+    async fn a_503_body_is_a_fixed_line_without_internal_detail() {
+        use http_body_util::BodyExt;
+        let internal = "broker kafka-0.internal:9092: SASL authentication failed";
+        for (error, expected) in [
+            (
+                ApiError::Publish(PublishError::Retryable(internal.to_owned())),
+                "Kafka cannot take the notification now; retry later\n",
+            ),
+            (
+                ApiError::Spool(SpoolError::Io(std::io::Error::other(internal))),
+                "the notification cannot be stored now; retry later\n",
+            ),
+            (
+                ApiError::Spool(SpoolError::Full { bytes: 7, max: 8 }),
+                "the spool is full; retry later\n",
+            ),
+        ] {
+            let body = error.into_response().into_body().collect().await;
+            let body = body.expect("a full body").to_bytes();
+            assert_eq!(body, expected.as_bytes());
+        }
     }
 }

@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use secrecy::SecretString;
 
-pub use error::ApiError;
+pub use error::{ApiError, Cap};
 pub use server::{Serving, serve};
 
 use crate::config::{AckMode, Settings};
@@ -131,7 +131,7 @@ impl Gateway {
             Listener::OverCapacity => self.answer(
                 "over_capacity",
                 Instant::now(),
-                Err(ApiError::Overloaded("server.max_connections")),
+                Err(ApiError::Overloaded(Cap::Connections)),
             ),
         }
     }
@@ -172,9 +172,9 @@ impl Gateway {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             self.metrics
                 .overload_refusals
-                .with_label_values(&["in_flight"])
+                .with_label_values(&[Cap::InFlight.label()])
                 .inc();
-            return Err(ApiError::Overloaded("server.max_in_flight_requests"));
+            return Err(ApiError::Overloaded(Cap::InFlight));
         };
         self.notify(app, request).await
     }

@@ -17,6 +17,7 @@ use crate::config::AckMode;
 use crate::envelope::{self, Record};
 use crate::publish::PublishError;
 use crate::signature;
+use crate::spool::SpoolError;
 
 impl Gateway {
     pub(super) async fn notify<B>(
@@ -44,7 +45,7 @@ impl Gateway {
             };
             spool.append(entry).await.map_err(|error| {
                 tracing::warn!(app = %app.name, %error, "notification not spooled; Meta will retry");
-                ApiError::Unavailable(error.to_string())
+                ApiError::from(error)
             })?;
             return Ok(error::text(StatusCode::OK, "accepted\n"));
         }
@@ -135,7 +136,7 @@ impl Gateway {
     async fn publish(&self, app: &str, records: Vec<Record>) -> Result<(), ApiError> {
         let unavailable = |error: PublishError| {
             tracing::warn!(%app, %error, "notification not accepted; Meta will retry");
-            ApiError::Unavailable(error.to_string())
+            ApiError::from(error)
         };
         match self.limits.ack {
             AckMode::Kafka => {
@@ -160,7 +161,7 @@ impl Gateway {
                 });
                 Ok(())
             }
-            AckMode::Spool => Err(ApiError::Unavailable("the spool is not open".to_owned())),
+            AckMode::Spool => Err(SpoolError::Closed.into()),
         }
     }
 }

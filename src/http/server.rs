@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::{Gateway, Listener};
+use super::{Cap, Gateway, Listener};
 use crate::metrics::Metrics;
 use crate::tls::{self, Tls};
 
@@ -72,7 +72,7 @@ pub async fn serve(
                             serving
                                 .metrics
                                 .overload_refusals
-                                .with_label_values(&["connections"])
+                                .with_label_values(&[Cap::Connections.label()])
                                 .inc();
                             match over_capacity.clone().try_acquire_owned() {
                                 Ok(permit) => {

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{MAX_RETRY_DELAY, Spool};
+use crate::backoff::Backoff;
 use crate::envelope;
 use crate::metrics::Metrics;
 use crate::publish::{PublishError, Sink};
@@ -86,7 +87,7 @@ pub async fn run(
                     Ok(None) => {}
                     Err(error) => {
                         failures += 1;
-                        let delay = backoff(failures);
+                        let delay = RETRY.delay(failures);
                         tracing::warn!(seq, %error, retry_in_ms = delay.as_millis() as u64, "cannot publish a spooled entry yet; it stays on the spool");
                         retries.push_front((seq, Instant::now() + delay));
                         blocked_until = Some(Instant::now() + delay);
@@ -111,7 +112,7 @@ pub async fn run(
                     }
                     Err(error) => {
                         failures += 1;
-                        let delay = backoff(failures);
+                        let delay = RETRY.delay(failures);
                         tracing::warn!(seq, %error, retry_in_ms = delay.as_millis() as u64, "Kafka did not take a spooled entry; retrying");
                         retries.push_back((seq, Instant::now() + delay));
                     }
@@ -175,6 +176,9 @@ async fn dispatch(
     })))
 }
 
-fn backoff(failures: u32) -> Duration {
-    (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(8))).min(MAX_RETRY_DELAY)
-}
+/// After a failure: 200 ms, doubling up to [`MAX_RETRY_DELAY`].
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    max: MAX_RETRY_DELAY,
+    jitter: false,
+};
