@@ -186,30 +186,15 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains (DESIGN §8).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            forwarding,
-            public,
-            admin,
-            gateway,
-            publisher,
-            kafka,
-            readiness,
-            metrics,
-            tls,
-            header_read_timeout,
-            max_connections,
-            drain_timeout,
-            embedded,
-        } = self;
         tracing::info!(
-            public = %public.local_addr()?,
-            admin = %admin.local_addr()?,
-            https = tls.is_some(),
+            public = %self.public.local_addr()?,
+            admin = %self.admin.local_addr()?,
+            https = self.tls.is_some(),
             "listening"
         );
-        let tls_reloader = tokio::spawn(tls::reload(tls.clone(), metrics.clone()));
-        let readiness_check = tokio::spawn(wait_for_kafka(kafka, readiness.clone()));
-        let (forwarder_mode, forwarder) = match forwarding {
+        let tls_reloader = tokio::spawn(tls::reload(self.tls.clone(), self.metrics.clone()));
+        let readiness_check = tokio::spawn(wait_for_kafka(self.kafka, self.readiness.clone()));
+        let (forwarder_mode, forwarder) = match self.forwarding {
             Some(forwarding) => {
                 let (mode, watched) = watch::channel(forwarder::Mode::Run);
                 let spool = forwarding.spool.clone();
@@ -228,24 +213,24 @@ impl App {
         let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
         let public_task = tokio::spawn(serve(
-            public,
+            self.public,
             Serving {
                 listener: Listener::Public,
-                gateway: gateway.clone(),
-                metrics: metrics.clone(),
-                header_read_timeout,
-                max_connections: Some(max_connections),
-                tls,
+                gateway: self.gateway.clone(),
+                metrics: self.metrics.clone(),
+                header_read_timeout: self.header_read_timeout,
+                max_connections: Some(self.max_connections),
+                tls: self.tls,
             },
             stop_public,
         ));
         let admin_task = tokio::spawn(serve(
-            admin,
+            self.admin,
             Serving {
                 listener: Listener::Admin,
-                gateway: gateway.clone(),
-                metrics,
-                header_read_timeout,
+                gateway: self.gateway.clone(),
+                metrics: self.metrics,
+                header_read_timeout: self.header_read_timeout,
                 max_connections: None,
                 tls: None,
             },
@@ -253,12 +238,12 @@ impl App {
         ));
 
         shutdown.await;
-        let deadline = Instant::now() + drain_timeout;
-        readiness.start_draining();
+        let deadline = Instant::now() + self.drain_timeout;
+        self.readiness.start_draining();
         readiness_check.abort();
         tls_reloader.abort();
         tracing::info!(
-            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            drain_timeout_ms = self.drain_timeout.as_millis() as u64,
             "draining: not ready, no new connections, finishing requests in flight"
         );
 
@@ -299,7 +284,7 @@ impl App {
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match publisher.flush(remaining).await {
+        match self.publisher.flush(remaining).await {
             Ok(()) => tracing::info!("producer flushed"),
             Err(error) => {
                 tracing::error!(%error, "records still unacknowledged at the drain deadline")
@@ -309,9 +294,9 @@ impl App {
         if let Ok(drained) = admin_task.await {
             let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
         }
-        drop(publisher);
-        drop(gateway);
-        drop(embedded);
+        drop(self.publisher);
+        drop(self.gateway);
+        drop(self.embedded);
         tracing::info!("stopped");
         Ok(())
     }

@@ -19,49 +19,78 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// All metrics of one gateway instance.
-#[derive(Clone)]
-pub struct Metrics {
-    registry: Registry,
+/// Declares the [`Metrics`] struct and its constructor from one table: each metric is
+/// named, documented, created and registered in one row, so that none can be left out of
+/// the registry.
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $field:ident: $kind:ty = $make:expr;)+) => {
+        /// All metrics of one gateway instance.
+        #[derive(Clone)]
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[$doc])* pub $field: $kind,)+
+            topic_labels: HashSet<String>,
+        }
+
+        impl Metrics {
+            /// Registers every metric in a new registry. `topics` are the topic names that
+            /// may be used as labels; any other topic is counted as `other`.
+            pub fn new(topics: impl IntoIterator<Item = String>) -> Self {
+                let registry = Registry::new();
+                let metrics = Self {
+                    $($field: register(&registry, $make),)+
+                    registry,
+                    topic_labels: topics.into_iter().collect(),
+                };
+                metrics
+                    .build_info
+                    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+                    .set(1);
+                metrics
+            }
+        }
+    };
+}
+
+metrics! {
     /// `waba_gateway_http_requests_total{route,status}`.
-    pub http_requests: IntCounterVec,
+    http_requests: IntCounterVec = counters("waba_gateway_http_requests_total", "HTTP requests answered, by route and status code.", &["route", "status"]);
     /// `waba_gateway_http_request_duration_seconds{route}`.
-    pub http_request_duration: HistogramVec,
+    http_request_duration: HistogramVec = HistogramVec::new(latencies("waba_gateway_http_request_duration_seconds", "Time from the request's arrival to its answer."), &["route"]);
     /// `waba_gateway_signature_failures_total{app,reason}`.
-    pub signature_failures: IntCounterVec,
+    signature_failures: IntCounterVec = counters("waba_gateway_signature_failures_total", "Notifications refused because X-Hub-Signature-256 was missing, malformed or wrong.", &["app", "reason"]);
     /// `waba_gateway_signature_matches_total{app,secret}`: which secret verified
     /// (`current` or `previous`), to know when a rotated-out secret can go.
-    pub signature_matches: IntCounterVec,
+    signature_matches: IntCounterVec = counters("waba_gateway_signature_matches_total", "Notifications whose signature verified, by which secret matched.", &["app", "secret"]);
     /// `waba_gateway_changes_total{app,field}`.
-    pub changes: IntCounterVec,
+    changes: IntCounterVec = counters("waba_gateway_changes_total", "Changes split out of verified notifications, by app and field.", &["app", "field"]);
     /// `waba_gateway_deadletters_total{app,reason}`.
-    pub deadletters: IntCounterVec,
+    deadletters: IntCounterVec = counters("waba_gateway_deadletters_total", "Authentic bodies or records kept on the dead-letter topic, by reason.", &["app", "reason"]);
     /// `waba_gateway_kafka_records_total{topic,outcome}`.
-    pub kafka_records: IntCounterVec,
+    kafka_records: IntCounterVec = counters("waba_gateway_kafka_records_total", "Records produced to Kafka, by topic and outcome (ok or error).", &["topic", "outcome"]);
     /// `waba_gateway_kafka_delivery_seconds`.
-    pub kafka_delivery: Histogram,
+    kafka_delivery: Histogram = Histogram::with_opts(latencies("waba_gateway_kafka_delivery_seconds", "Time from enqueueing a record to Kafka's acknowledgement."));
     /// `waba_gateway_spool_entries`.
-    pub spool_entries: IntGauge,
+    spool_entries: IntGauge = IntGauge::new("waba_gateway_spool_entries", "Notifications on the local spool not yet released.");
     /// `waba_gateway_spool_bytes`.
-    pub spool_bytes: IntGauge,
+    spool_bytes: IntGauge = IntGauge::new("waba_gateway_spool_bytes", "Bytes on the local spool not yet released.");
     /// `waba_gateway_spool_oldest_entry_age_seconds`.
-    pub spool_oldest_age: Gauge,
+    spool_oldest_age: Gauge = Gauge::new("waba_gateway_spool_oldest_entry_age_seconds", "Age of the oldest notification on the spool not yet in Kafka; 0 when empty.");
     /// `waba_gateway_spool_fsyncs_total`: one per group commit.
-    pub spool_fsyncs: IntCounter,
+    spool_fsyncs: IntCounter = IntCounter::new("waba_gateway_spool_fsyncs_total", "Spool writes made durable with fdatasync; each covers every request waiting.");
     /// `waba_gateway_spool_quarantined_total`: corrupt spool ranges moved aside.
-    pub spool_quarantined: IntCounter,
+    spool_quarantined: IntCounter = IntCounter::new("waba_gateway_spool_quarantined_total", "Corrupt byte ranges found in the spool and moved to its quarantine folder.");
     /// `waba_gateway_connections`: open connections on the webhook listener.
-    pub connections: IntGauge,
+    connections: IntGauge = IntGauge::new("waba_gateway_connections", "Connections open on the webhook listener.");
     /// `waba_gateway_overload_refusals_total{limit}`: 503s of the caps
     /// (`connections`, `in_flight`).
-    pub overload_refusals: IntCounterVec,
+    overload_refusals: IntCounterVec = counters("waba_gateway_overload_refusals_total", "Requests answered 503 because a cap was reached: server.max_connections (connections) or server.max_in_flight_requests (in_flight).", &["limit"]);
     /// `waba_gateway_tls_handshake_failures_total{reason}`.
-    pub tls_handshake_failures: IntCounterVec,
+    tls_handshake_failures: IntCounterVec = counters("waba_gateway_tls_handshake_failures_total", "TLS handshakes that failed on the webhook listener, by reason.", &["reason"]);
     /// `waba_gateway_tls_reloads_total{outcome}`: certificate reloads (`ok`, `error`).
-    pub tls_reloads: IntCounterVec,
+    tls_reloads: IntCounterVec = counters("waba_gateway_tls_reloads_total", "Reloads of the TLS certificate and key, by outcome (ok or error).", &["outcome"]);
     /// `waba_gateway_build_info{version}`.
-    pub build_info: IntGaugeVec,
-    topic_labels: HashSet<String>,
+    build_info: IntGaugeVec = IntGaugeVec::new(Opts::new("waba_gateway_build_info", "Always 1; the version that runs."), &["version"]);
 }
 
 impl std::fmt::Debug for Metrics {
@@ -70,147 +99,17 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Metrics {
-    /// Registers every metric in a new registry. `topics` are the topic names that may be
-    /// used as labels; any other topic is counted as `other`.
-    pub fn new(topics: impl IntoIterator<Item = String>) -> Self {
-        let registry = Registry::new();
-        // Each metric is created and registered by one call, so none can be left out of
-        // the registry.
-        let counters = |name: &str, help: &str, labels: &[&str]| {
-            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
-        };
-        let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help));
-        let gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help));
-        let latencies = |name: &str, help: &str| {
-            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
-        };
-        let http_requests = counters(
-            "waba_gateway_http_requests_total",
-            "HTTP requests answered, by route and status code.",
-            &["route", "status"],
-        );
-        let signature_failures = counters(
-            "waba_gateway_signature_failures_total",
-            "Notifications refused because X-Hub-Signature-256 was missing, malformed or wrong.",
-            &["app", "reason"],
-        );
-        let signature_matches = counters(
-            "waba_gateway_signature_matches_total",
-            "Notifications whose signature verified, by which secret matched.",
-            &["app", "secret"],
-        );
-        let changes = counters(
-            "waba_gateway_changes_total",
-            "Changes split out of verified notifications, by app and field.",
-            &["app", "field"],
-        );
-        let deadletters = counters(
-            "waba_gateway_deadletters_total",
-            "Authentic bodies or records kept on the dead-letter topic, by reason.",
-            &["app", "reason"],
-        );
-        let kafka_records = counters(
-            "waba_gateway_kafka_records_total",
-            "Records produced to Kafka, by topic and outcome (ok or error).",
-            &["topic", "outcome"],
-        );
-        let overload_refusals = counters(
-            "waba_gateway_overload_refusals_total",
-            "Requests answered 503 because a cap was reached: server.max_connections (connections) or server.max_in_flight_requests (in_flight).",
-            &["limit"],
-        );
-        let tls_handshake_failures = counters(
-            "waba_gateway_tls_handshake_failures_total",
-            "TLS handshakes that failed on the webhook listener, by reason.",
-            &["reason"],
-        );
-        let tls_reloads = counters(
-            "waba_gateway_tls_reloads_total",
-            "Reloads of the TLS certificate and key, by outcome (ok or error).",
-            &["outcome"],
-        );
-        let http_request_duration = register(
-            &registry,
-            HistogramVec::new(
-                latencies(
-                    "waba_gateway_http_request_duration_seconds",
-                    "Time from the request's arrival to its answer.",
-                ),
-                &["route"],
-            ),
-        );
-        let kafka_delivery = register(
-            &registry,
-            Histogram::with_opts(latencies(
-                "waba_gateway_kafka_delivery_seconds",
-                "Time from enqueueing a record to Kafka's acknowledgement.",
-            )),
-        );
-        let spool_entries = gauge(
-            "waba_gateway_spool_entries",
-            "Notifications on the local spool not yet released.",
-        );
-        let spool_bytes = gauge(
-            "waba_gateway_spool_bytes",
-            "Bytes on the local spool not yet released.",
-        );
-        let spool_oldest_age = register(
-            &registry,
-            Gauge::new(
-                "waba_gateway_spool_oldest_entry_age_seconds",
-                "Age of the oldest notification on the spool not yet in Kafka; 0 when empty.",
-            ),
-        );
-        let spool_fsyncs = counter(
-            "waba_gateway_spool_fsyncs_total",
-            "Spool writes made durable with fdatasync; each covers every request waiting.",
-        );
-        let spool_quarantined = counter(
-            "waba_gateway_spool_quarantined_total",
-            "Corrupt byte ranges found in the spool and moved to its quarantine folder.",
-        );
-        let connections = gauge(
-            "waba_gateway_connections",
-            "Connections open on the webhook listener.",
-        );
-        let build_info = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "waba_gateway_build_info",
-                    "Always 1; the version that runs.",
-                ),
-                &["version"],
-            ),
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        Self {
-            registry,
-            http_requests,
-            http_request_duration,
-            signature_failures,
-            signature_matches,
-            changes,
-            deadletters,
-            kafka_records,
-            kafka_delivery,
-            spool_entries,
-            spool_bytes,
-            spool_oldest_age,
-            spool_fsyncs,
-            spool_quarantined,
-            connections,
-            overload_refusals,
-            tls_handshake_failures,
-            tls_reloads,
-            build_info,
-            topic_labels: topics.into_iter().collect(),
-        }
-    }
+/// A labelled counter.
+fn counters(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), labels)
+}
 
+/// The options of a latency histogram.
+fn latencies(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+}
+
+impl Metrics {
     /// The label for `topic`: itself if it is one of the gateway's known topics, else
     /// `other`.
     pub fn topic_label<'a>(&self, topic: &'a str) -> &'a str {
@@ -271,22 +170,14 @@ mod tests {
             .http_request_duration
             .with_label_values(&["webhook_notify"])
             .observe(0.01);
-        metrics
-            .signature_failures
-            .with_label_values(&["default", "mismatch"])
-            .inc();
-        metrics
-            .changes
-            .with_label_values(&["default", "messages"])
-            .inc();
-        metrics
-            .deadletters
-            .with_label_values(&["default", "invalid_json"])
-            .inc();
-        metrics
-            .kafka_records
-            .with_label_values(&["whatsapp.messages", "ok"])
-            .inc();
+        for (counter, labels) in [
+            (&metrics.signature_failures, ["default", "mismatch"]),
+            (&metrics.changes, ["default", "messages"]),
+            (&metrics.deadletters, ["default", "invalid_json"]),
+            (&metrics.kafka_records, ["whatsapp.messages", "ok"]),
+        ] {
+            counter.with_label_values(&labels).inc();
+        }
         metrics.kafka_delivery.observe(0.002);
         let text = String::from_utf8(metrics.render()).expect("utf-8");
         for name in [

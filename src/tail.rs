@@ -217,12 +217,11 @@ mod tests {
 
     #[test]
     fn the_layout_matches_the_topics_it_can_produce_to() {
-        let routing = Routing::new(
-            "whatsapp.{field}",
-            BTreeMap::from([("messages".to_owned(), "wa.inbound".to_owned())]),
-            "whatsapp.unrouted",
-            "whatsapp.deadletter",
-        );
+        let settings = crate::config::KafkaSettings {
+            topics: BTreeMap::from([("messages".to_owned(), "wa.inbound".to_owned())]),
+            ..Default::default()
+        };
+        let routing = settings.routing();
         for topic in [
             "wa.inbound",
             "whatsapp.unrouted",

@@ -20,6 +20,11 @@ fn file(toml: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// The problems of loading with no file and these variables.
+fn env_problems(pairs: &[(&str, &str)]) -> String {
+    problems(Settings::load(None, env(pairs)))
+}
+
 fn problems(result: Result<Settings, ConfigError>) -> String {
     match result {
         Ok(_) => panic!("expected a configuration error"),
@@ -97,27 +102,18 @@ fn an_unknown_key_is_an_error_that_names_it() {
     let file = file("[server]\nlisten_addr = \"0.0.0.0:1\"\n");
     let message = problems(Settings::load(Some(file.path()), env(&[])));
     assert!(message.contains("listen_addr"), "{message}");
-    let message = problems(Settings::load(
-        None,
-        env(&[("WABA_GATEWAY__KAFKA__BROKER", "x:9092")]),
-    ));
+    let message = env_problems(&[("WABA_GATEWAY__KAFKA__BROKER", "x:9092")]);
     assert!(message.contains("broker"), "{message}");
 }
 
 #[test]
 fn real_brokers_without_an_app_secret_is_a_problem_naming_the_key() {
-    let message = problems(Settings::load(
-        None,
-        env(&[
-            ("WABA_GATEWAY__KAFKA__BROKERS", "k1:9092"),
-            ("WABA_GATEWAY__APPS__SHOP__VERIFY_TOKEN", "t"),
-        ]),
-    ));
+    let message = env_problems(&[
+        ("WABA_GATEWAY__KAFKA__BROKERS", "k1:9092"),
+        ("WABA_GATEWAY__APPS__SHOP__VERIFY_TOKEN", "t"),
+    ]);
     assert!(message.contains("apps.shop.secret is missing"), "{message}");
-    let message = problems(Settings::load(
-        None,
-        env(&[("WABA_GATEWAY__KAFKA__BROKERS", "k1:9092")]),
-    ));
+    let message = env_problems(&[("WABA_GATEWAY__KAFKA__BROKERS", "k1:9092")]);
     assert!(message.contains("no app is configured"), "{message}");
 }
 
@@ -190,16 +186,13 @@ fn secrets_can_come_from_files() {
         app.verify_token.as_ref().map(|t| t.expose_secret()),
         Some("t0ken")
     );
-    let message = problems(Settings::load(
-        None,
-        env(&[
-            (
-                "WABA_GATEWAY__APPS__DEFAULT__SECRET_FILE",
-                "/nonexistent/secret",
-            ),
-            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t"),
-        ]),
-    ));
+    let message = env_problems(&[
+        (
+            "WABA_GATEWAY__APPS__DEFAULT__SECRET_FILE",
+            "/nonexistent/secret",
+        ),
+        ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t"),
+    ]);
     assert!(
         message.contains("apps.default.secret_file = /nonexistent/secret: cannot be read"),
         "{message}"

@@ -2,44 +2,23 @@
 //! `"{phone_number_id}:{customer}"`, so that one conversation stays in order on one
 //! partition; every other field by the entry id.
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::shape::{shape, text};
+use super::shape::{Raw, members, shape, text};
 
-#[derive(Deserialize)]
-struct MessagesValueShape<'a> {
-    #[serde(borrow, default)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    contacts: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    statuses: Option<&'a RawValue>,
+members! {
+    /// The members of a `messages` value that name the conversation.
+    MessagesValueShape { metadata: Raw, contacts: Raw, messages: Raw, statuses: Raw }
 }
 
-#[derive(Deserialize)]
-struct MetadataShape<'a> {
-    #[serde(borrow, default)]
-    phone_number_id: Option<&'a RawValue>,
+members! {
+    /// `metadata`: the business phone number the conversation is on.
+    MetadataShape { phone_number_id: Raw }
 }
 
-/// The members that may name the customer, in a contact, a message or a status.
-#[derive(Deserialize, Default)]
-struct PartyShape<'a> {
-    #[serde(borrow, default)]
-    wa_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    from: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    recipient_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    user_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    from_user_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    recipient_user_id: Option<&'a RawValue>,
+members! {
+    /// The members that may name the customer, in a contact, a message or a status.
+    PartyShape { wa_id: Raw, from: Raw, recipient_id: Raw, user_id: Raw, from_user_id: Raw, recipient_user_id: Raw }
 }
 
 /// `"{phone_number_id}:{customer}"` for a `messages` value, or just the phone number id

@@ -199,6 +199,7 @@ fn rfc3339_millis<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, 
 
 /// What every record of one entry shares.
 struct EntryContext<'a> {
+    routing: &'a Routing,
     app: &'a str,
     object: Option<&'a RawValue>,
     object_text: Option<Cow<'a, str>>,
@@ -218,6 +219,7 @@ fn split_entry<'a>(
 ) {
     let entry_shape = shape::<EntryShape>(entry);
     let context = EntryContext {
+        routing,
         app,
         object,
         object_text: object.and_then(text),
@@ -233,7 +235,7 @@ fn split_entry<'a>(
         Some(List::Items(changes)) if !changes.is_empty() => changes,
         // An entry without a list of changes is kept whole, as one unrouted record.
         _ => {
-            records.push(record(routing, &context, None, entry));
+            records.push(record(&context, None, entry));
             return;
         }
     };
@@ -242,36 +244,31 @@ fn split_entry<'a>(
             Some(ChangeShape {
                 field,
                 value: Some(value),
-            }) => record(routing, &context, field, value),
+            }) => record(&context, field, value),
             // No value, or not an object: the whole change is the value, on the unrouted topic.
-            Some(ChangeShape { field, value: None }) => {
-                unrouted_record(routing, &context, field, change)
-            }
-            None => unrouted_record(routing, &context, None, change),
+            Some(ChangeShape { field, value: None }) => unrouted_record(&context, field, change),
+            None => unrouted_record(&context, None, change),
         };
         records.push(record);
     }
 }
 
+/// A change that cannot be routed, kept whole on the unrouted topic.
 fn unrouted_record(
-    routing: &Routing,
     context: &EntryContext<'_>,
     field: Option<&RawValue>,
-    value: &RawValue,
+    change: &RawValue,
 ) -> Record {
-    let mut record = record(routing, context, field, value);
-    routing.unrouted().clone_into(&mut record.topic);
+    let mut record = record(context, field, change);
+    context.routing.unrouted().clone_into(&mut record.topic);
     record
 }
 
-fn record(
-    routing: &Routing,
-    context: &EntryContext<'_>,
-    field: Option<&RawValue>,
-    value: &RawValue,
-) -> Record {
+fn record(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> Record {
     let field_text = field.and_then(string_text);
-    let topic = routing.topic(context.object_text.as_deref(), field_text.as_deref());
+    let topic = context
+        .routing
+        .topic(context.object_text.as_deref(), field_text.as_deref());
     let event_id = event_id(context, field, value);
     let key = if field_text.as_deref() == Some("messages") {
         conversation_key(value).or_else(|| context.id_text.as_deref().map(str::to_owned))

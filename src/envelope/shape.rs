@@ -13,13 +13,35 @@ pub(super) struct Notification<'a> {
     pub(super) entries: Vec<&'a RawValue>,
 }
 
+/// A member as raw JSON, written verbatim wherever it goes.
+pub(super) type Raw<'a> = &'a RawValue;
+
 /// A member that is present, even as `null`: serde reads `null` into `None` for an
 /// `Option`, which would turn `"value":null` into a change without a value.
-fn present<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(deserializer).map(Some)
+pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
+
+/// Declares a struct that reads the named members of a JSON object in one pass, each as
+/// [`Raw`] JSON or as a [`List`] of raw items. A member that is present, even as `null`,
+/// is `Some`; members not named are skipped unread.
+macro_rules! members {
+    ($(#[$meta:meta])* $name:ident { $($field:ident: $kind:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize, Default)]
+        pub(super) struct $name<'a> {
+            $(
+                #[serde(borrow, default, deserialize_with = "crate::envelope::shape::present")]
+                pub(super) $field: Option<$kind<'a>>,
+            )+
+        }
+    };
+}
+pub(super) use members;
 
 /// A member that should be a list, read in the same pass as the object holding it: its
 /// items as raw JSON, or `NotAList` for any other JSON value.
@@ -28,20 +50,20 @@ pub(super) enum List<'a> {
     NotAList,
 }
 
-impl<'de> Deserialize<'de> for List<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for List<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ListVisitor;
-        impl<'de> serde::de::Visitor<'de> for ListVisitor {
-            type Value = List<'de>;
+        struct ListVisitor<'a>(std::marker::PhantomData<List<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ListVisitor<'a> {
+            type Value = List<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<List<'de>, A::Error> {
+            ) -> Result<List<'a>, A::Error> {
                 let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                while let Some(item) = seq.next_element::<&'a RawValue>()? {
                     items.push(item);
                 }
                 Ok(List::Items(items))
@@ -49,67 +71,49 @@ impl<'de> Deserialize<'de> for List<'de> {
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<List<'de>, A::Error> {
+            ) -> Result<List<'a>, A::Error> {
                 while map
                     .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
                     .is_some()
                 {}
                 Ok(List::NotAList)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<List<'de>, E> {
+            fn visit_bool<E>(self, _: bool) -> Result<List<'a>, E> {
                 Ok(List::NotAList)
             }
-            fn visit_i64<E>(self, _: i64) -> Result<List<'de>, E> {
+            fn visit_i64<E>(self, _: i64) -> Result<List<'a>, E> {
                 Ok(List::NotAList)
             }
-            fn visit_u64<E>(self, _: u64) -> Result<List<'de>, E> {
+            fn visit_u64<E>(self, _: u64) -> Result<List<'a>, E> {
                 Ok(List::NotAList)
             }
-            fn visit_f64<E>(self, _: f64) -> Result<List<'de>, E> {
+            fn visit_f64<E>(self, _: f64) -> Result<List<'a>, E> {
                 Ok(List::NotAList)
             }
-            fn visit_str<E>(self, _: &str) -> Result<List<'de>, E> {
+            fn visit_str<E>(self, _: &str) -> Result<List<'a>, E> {
                 Ok(List::NotAList)
             }
-            fn visit_unit<E>(self) -> Result<List<'de>, E> {
+            fn visit_unit<E>(self) -> Result<List<'a>, E> {
                 Ok(List::NotAList)
             }
         }
-        deserializer.deserialize_any(ListVisitor)
+        deserializer.deserialize_any(ListVisitor(std::marker::PhantomData))
     }
 }
 
-/// A list member that is present, even as `null` (see [`present`]).
-fn present_list<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<List<'de>>, D::Error> {
-    List::deserialize(deserializer).map(Some)
+members! {
+    /// A notification: `{"object": …, "entry": [ … ]}`.
+    NotificationShape { object: Raw, entry: List }
 }
 
-#[derive(Deserialize)]
-pub(super) struct NotificationShape<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    object: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present_list")]
-    entry: Option<List<'a>>,
+members! {
+    /// An entry: `{"id": …, "time": …, "changes": [ … ]}`.
+    EntryShape { id: Raw, time: Raw, changes: List }
 }
 
-#[derive(Deserialize)]
-pub(super) struct EntryShape<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) id: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) time: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present_list")]
-    pub(super) changes: Option<List<'a>>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct ChangeShape<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) field: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    pub(super) value: Option<&'a RawValue>,
+members! {
+    /// A change: `{"field": …, "value": …}`.
+    ChangeShape { field: Raw, value: Raw }
 }
 
 /// Deserializes a shape from a JSON object only. Derived structs would also accept an array

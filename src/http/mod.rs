@@ -28,6 +28,17 @@ use crate::routing::Routing;
 use crate::shutdown::Readiness;
 use crate::spool::Spool;
 
+/// A request body the handlers can read: hyper's incoming body, or a full one in tests.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send
+{
+}
+
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -120,11 +131,11 @@ impl Gateway {
     }
 
     /// Answers a request that came in on `listener`.
-    pub async fn handle<B>(&self, listener: Listener, request: Request<B>) -> Response<Full<Bytes>>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    pub async fn handle<B: RequestBody>(
+        &self,
+        listener: Listener,
+        request: Request<B>,
+    ) -> Response<Full<Bytes>> {
         match listener {
             Listener::Public => self.handle_public(request).await,
             Listener::Admin => self.handle_admin(request).await,
@@ -137,11 +148,7 @@ impl Gateway {
     }
 
     /// Answers a request on the public listener.
-    async fn handle_public<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    async fn handle_public<B: RequestBody>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let (route, result) = match (request.uri().path(), self.apps.get(request.uri().path())) {
             (_, Some(app)) => match *request.method() {
@@ -160,15 +167,11 @@ impl Gateway {
     }
 
     /// Takes a notification if fewer than `server.max_in_flight_requests` are in flight.
-    async fn notify_within_cap<B>(
+    async fn notify_within_cap<B: RequestBody>(
         &self,
         app: &AppRoute,
         request: Request<B>,
-    ) -> Result<Response<Full<Bytes>>, ApiError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             self.metrics
                 .overload_refusals

@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
-use super::{ApiError, AppRoute, Gateway, error};
+use super::{ApiError, AppRoute, Gateway, RequestBody, error};
 use crate::config::AckMode;
 use crate::envelope::{self, Record};
 use crate::publish::PublishError;
@@ -20,15 +20,11 @@ use crate::signature;
 use crate::spool::SpoolError;
 
 impl Gateway {
-    pub(super) async fn notify<B>(
+    pub(super) async fn notify<B: RequestBody>(
         &self,
         app: &AppRoute,
         request: Request<B>,
-    ) -> Result<Response<Full<Bytes>>, ApiError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let (signature_header, body) = self.read_body(request).await?;
         self.check_signature(app, signature_header.as_ref().map(|h| h.as_bytes()), &body)?;
 
@@ -65,14 +61,10 @@ impl Gateway {
         Ok(error::text(StatusCode::OK, "accepted\n"))
     }
 
-    async fn read_body<B>(
+    async fn read_body<B: RequestBody>(
         &self,
         request: Request<B>,
-    ) -> Result<(Option<http::HeaderValue>, Bytes), ApiError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    ) -> Result<(Option<http::HeaderValue>, Bytes), ApiError> {
         let limit = self.limits.max_body_bytes;
         let declared = request
             .headers()
