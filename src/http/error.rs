@@ -99,6 +99,9 @@ impl ApiError {
         match self {
             Self::Spool(SpoolError::Full { .. }) => "the spool is full; retry later".to_owned(),
             Self::Spool(_) => "the notification cannot be stored now; retry later".to_owned(),
+            Self::Publish(PublishError::QueueFull) => {
+                "Kafka's producer queue is full; retry later".to_owned()
+            }
             Self::Publish(_) => "Kafka cannot take the notification now; retry later".to_owned(),
             other => other.to_string(),
         }

@@ -224,6 +224,7 @@ fn classify(error: &KafkaError) -> PublishError {
         Some(RDKafkaErrorCode::InvalidRecord | RDKafkaErrorCode::InvalidMessage) => {
             Some("invalid_record")
         }
+        Some(RDKafkaErrorCode::QueueFull) => return PublishError::QueueFull,
         _ => None,
     };
     match reason {
@@ -332,7 +333,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
-            PublishError::Retryable(_)
+            PublishError::QueueFull
         ));
         assert!(matches!(
             classify(&KafkaError::MessageProduction(

@@ -6,7 +6,7 @@
 //!   one conversation keeps its order on its partition;
 //! - `finish` returns `Ok` only when Kafka acknowledged every record (or, for a record the
 //!   broker refused as such, its copy on the dead-letter topic): nothing is dropped;
-//! - a full producer queue is an immediate [`PublishError::Retryable`]: backpressure,
+//! - a full producer queue is an immediate [`PublishError::QueueFull`]: backpressure,
 //!   never a hang.
 
 pub mod embedded;
@@ -33,6 +33,10 @@ pub enum PublishError {
     /// Kafka cannot take it now (down, slow, queue full, timed out): answer 503, Meta retries.
     #[error("Kafka cannot take the record now: {0}")]
     Retryable(String),
+    /// The producer's queue is full (`queue.buffering.max.messages` or `.kbytes`):
+    /// backpressure, answered 503 at once; Meta retries later.
+    #[error("the producer's queue is full")]
+    QueueFull,
     /// Kafka refuses this record as it is (too large, invalid): retrying cannot help, so it
     /// goes to the dead-letter topic. `reason` is a fixed label.
     #[error("Kafka refused the record ({reason}): {detail}")]

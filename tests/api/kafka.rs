@@ -299,7 +299,7 @@ async fn a_full_producer_queue_is_answered_503_at_once_not_after_the_ack_timeout
         .notify(&fixture("multi_two_entries_three_fields_each.json"))
         .await;
     assert_eq!(answer.status, 503);
-    assert!(answer.text().contains("Queue full"), "{}", answer.text());
+    assert!(answer.text().contains("queue is full"), "{}", answer.text());
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "backpressure, not a wait for the 5 s ack timeout: {:?}",
