@@ -12,7 +12,6 @@
 //!   on the dead-letter topic with [`dead_letter`].
 
 mod key;
-mod number;
 mod shape;
 
 #[cfg(test)]
@@ -27,7 +26,6 @@ use sha2::{Digest, Sha256};
 
 use crate::routing::{Routing, field_label};
 use key::conversation_key;
-use number::has_number_out_of_range;
 use shape::{ChangeShape, EntryShape, List, parse_notifications, shape, string_text, text};
 
 /// One Kafka record, ready to produce.
@@ -80,10 +78,6 @@ pub enum EnvelopeError {
     /// An empty array.
     #[error("the body is an empty array")]
     NoNotifications,
-    /// A number too large for a 64-bit float, which consumers' JSON parsers reject or
-    /// turn into infinity.
-    #[error("the body holds a number out of range")]
-    NumberOutOfRange,
 }
 
 impl EnvelopeError {
@@ -97,7 +91,6 @@ impl EnvelopeError {
             Self::MissingEntry => "missing_entry",
             Self::EntryNotAList => "entry_not_a_list",
             Self::NoNotifications => "no_notifications",
-            Self::NumberOutOfRange => "number_out_of_range",
         }
     }
 }
@@ -138,9 +131,6 @@ pub fn split(
     received_at: SystemTime,
 ) -> Result<Vec<Record>, EnvelopeError> {
     let notifications = parse_notifications(body)?;
-    if has_number_out_of_range(body) {
-        return Err(EnvelopeError::NumberOutOfRange);
-    }
     let mut records = Vec::new();
     for notification in notifications {
         for entry in notification.entries {
