@@ -147,10 +147,19 @@ impl Gateway {
         }
     }
 
+    /// The app served at `path`; a trailing slash is the same path, as Meta may be given a
+    /// callback URL with one.
+    fn app(&self, path: &str) -> Option<&AppRoute> {
+        self.apps.get(path).or_else(|| {
+            let trimmed = path.strip_suffix('/')?;
+            self.apps.get(trimmed)
+        })
+    }
+
     /// Answers a request on the public listener.
     async fn handle_public<B: RequestBody>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let (route, result) = match (request.uri().path(), self.apps.get(request.uri().path())) {
+        let (route, result) = match (request.uri().path(), self.app(request.uri().path())) {
             (_, Some(app)) => match *request.method() {
                 Method::GET => ("webhook_verify", verify::verify(app, request.uri().query())),
                 Method::POST => ("webhook_notify", self.notify_within_cap(app, request).await),

@@ -52,3 +52,47 @@ async fn verification_with_a_missing_parameter_is_a_bad_request() {
         assert_eq!(answer.status, 400, "{query}");
     }
 }
+
+#[tokio::test]
+async fn an_empty_challenge_is_a_bad_request_like_a_missing_one() {
+    let app = spawn_app(&[]).await;
+    for query in [
+        format!("hub.mode=subscribe&hub.challenge=&hub.verify_token={VERIFY_TOKEN}"),
+        format!("hub.mode=subscribe&hub.challenge&hub.verify_token={VERIFY_TOKEN}"),
+    ] {
+        let answer = get(&app.url(&format!("/webhook?{query}"))).await;
+        assert_eq!(answer.status, 400, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_challenge_that_is_not_utf8_is_echoed_byte_for_byte() {
+    let app = spawn_app(&[]).await;
+    let answer = get(&app.url(&format!(
+        "/webhook?hub.mode=subscribe&hub.challenge=%FF%FEab%00c+d&hub.verify_token={VERIFY_TOKEN}"
+    )))
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.as_ref(), b"\xff\xfeab\x00c d");
+    assert_eq!(answer.headers["content-type"], "text/plain");
+}
+
+#[tokio::test]
+async fn a_callback_url_with_a_trailing_slash_is_the_apps_path_too() {
+    let app = spawn_app(&[]).await;
+    let answer = get(&app.url(&format!(
+        "/webhook/?hub.mode=subscribe&hub.challenge=42&hub.verify_token={VERIFY_TOKEN}"
+    )))
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "42");
+    let answer = post_signed(
+        &app.url("/webhook/"),
+        &fixture("messages_text.json"),
+        SECRET,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 1);
+    assert_eq!(get(&app.url("/webhook//")).await.status, 404);
+}
