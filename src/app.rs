@@ -56,10 +56,6 @@ impl App {
                 bootstrap_servers = embedded.bootstrap_servers(),
                 "running on embedded Kafka: an in-memory broker inside this process, for trying the gateway out; everything is lost when it stops"
             );
-            write_address_file(
-                &settings.kafka.embedded_address_file,
-                embedded.bootstrap_servers(),
-            );
             settings.kafka.brokers = embedded.bootstrap_servers().to_owned();
             // The in-process broker creates topics on first use.
             settings.kafka.create_topics = false;
@@ -153,6 +149,14 @@ impl App {
         let admin = TcpListener::bind(settings.admin.listen)
             .await
             .with_context(|| format!("binding admin.listen = {}", settings.admin.listen))?;
+        // Written only once this process is sure to serve: a start that fails must not
+        // point `tail` away from a gateway that is running.
+        if let Some(embedded) = &embedded {
+            write_address_file(
+                &settings.kafka.embedded_address_file,
+                embedded.bootstrap_servers(),
+            );
+        }
         Ok(Self {
             forwarding,
             public,

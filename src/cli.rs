@@ -33,18 +33,30 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
+    #[command(after_help = "Examples:
+  waba-gateway serve                          # embedded Kafka and a demo app, to try it out
+  waba-gateway serve --config gateway.toml
+  WABA_GATEWAY__KAFKA__BROKERS=kafka:9092 waba-gateway serve --config gateway.toml")]
     Serve {
         /// TOML configuration file.
         #[arg(long, env = "WABA_GATEWAY_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Load, validate and print the effective configuration, secrets redacted.
+    #[command(after_help = "Examples:
+  waba-gateway check-config --config gateway.toml
+  WABA_GATEWAY_CONFIG=gateway.toml waba-gateway check-config && echo valid")]
     CheckConfig {
         /// TOML configuration file.
         #[arg(long, env = "WABA_GATEWAY_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Print `sha256=<hex>` for a body, the way Meta signs it.
+    #[command(after_help = "Examples:
+  waba-gateway sign --secret \"$APP_SECRET\" body.json
+  waba-gateway sign --secret \"$APP_SECRET\" - < body.json
+  curl -H \"X-Hub-Signature-256: $(waba-gateway sign --secret \"$APP_SECRET\" body.json)\" \\
+       -H 'Content-Type: application/json' --data-binary @body.json http://localhost:8080/webhook")]
     Sign {
         /// The app secret.
         #[arg(long, env = "WABA_GATEWAY_SIGN_SECRET", hide_env_values = true)]
@@ -53,6 +65,11 @@ enum Command {
         file: Option<PathBuf>,
     },
     /// Print the records of the gateway's topics, one JSON line each.
+    #[command(after_help = "Examples:
+  waba-gateway tail                                  # every topic, from the beginning
+  waba-gateway tail --field messages --from end      # new inbound messages as they come
+  waba-gateway tail --field deadletter --exit        # what is on the dead-letter topic now
+  waba-gateway tail --brokers kafka:9092 --field statuses --max-records 10")]
     Tail {
         /// TOML configuration file (for brokers and topic names).
         #[arg(long, env = "WABA_GATEWAY_CONFIG")]
@@ -69,12 +86,16 @@ enum Command {
         /// Exit after the records that were there at start.
         #[arg(long)]
         exit: bool,
-        /// Exit after this many records.
-        #[arg(long)]
+        /// Exit after this many records (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_records: Option<u64>,
     },
     /// Subscribe, list or unsubscribe the app on a WhatsApp Business Account (Graph API
     /// `/{waba-id}/subscribed_apps`).
+    #[command(after_help = "Examples:
+  waba-gateway subscriptions list --waba-id 102290129340398
+  waba-gateway subscriptions add --waba-id 102290129340398
+  waba-gateway subscriptions remove --waba-id 102290129340398 --yes")]
     Subscriptions {
         #[command(subcommand)]
         action: SubscriptionAction,
@@ -99,6 +120,10 @@ struct GraphArgs {
 #[derive(Debug, Subcommand)]
 enum SubscriptionAction {
     /// Subscribe the app to the account's webhooks (POST).
+    #[command(after_help = "Examples:
+  waba-gateway subscriptions add --waba-id 102290129340398 --token \"$TOKEN\"
+  waba-gateway subscriptions add --waba-id 102290129340398 \\
+      --override-callback-url https://hooks.example.com/webhook --verify-token \"$VERIFY_TOKEN\"")]
     Add {
         #[command(flatten)]
         graph: GraphArgs,
@@ -110,6 +135,9 @@ enum SubscriptionAction {
         verify_token: Option<String>,
     },
     /// List the apps subscribed to the account (GET).
+    #[command(after_help = "Examples:
+  waba-gateway subscriptions list --waba-id 102290129340398
+  waba-gateway subscriptions list --waba-id 102290129340398 --json | jq '.[].id'")]
     List {
         #[command(flatten)]
         graph: GraphArgs,
@@ -119,6 +147,9 @@ enum SubscriptionAction {
     },
     /// Unsubscribe the app (DELETE): every phone number of the account stops sending
     /// webhooks to it.
+    #[command(after_help = "Examples:
+  waba-gateway subscriptions remove --waba-id 102290129340398          # asks to confirm
+  waba-gateway subscriptions remove --waba-id 102290129340398 --yes")]
     Remove {
         #[command(flatten)]
         graph: GraphArgs,
@@ -206,6 +237,12 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn sign(secret: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
+    if secret.is_empty() {
+        return Err(UsageError(
+            "--secret is empty: pass the Meta app secret that signs the notifications".to_owned(),
+        )
+        .into());
+    }
     let body = match file.as_deref() {
         None => read_stdin()?,
         Some(path) if path.as_os_str() == "-" => read_stdin()?,
@@ -240,6 +277,26 @@ fn tail(
         return Err(ConfigError::Invalid(problems).into());
     }
     crate::telemetry::init("warn", settings.log.format);
+    let routing = settings.kafka.routing();
+    let selection = if fields.is_empty() {
+        Selection::All(routing)
+    } else {
+        Selection::Topics(
+            fields
+                .iter()
+                .map(|field| match field.as_str() {
+                    "unrouted" => Ok(routing.unrouted().to_owned()),
+                    "deadletter" => Ok(routing.deadletter().to_owned()),
+                    field if routing.knows_field(field) => Ok(routing.field_topic(field)),
+                    field => Err(UsageError(format!(
+                        "--field {field:?} is not a field the gateway knows; known fields: {}, \
+                         and unrouted and deadletter",
+                        routing.known_fields().join(", ")
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    };
     let brokers = match brokers {
         Some(brokers) => brokers,
         None if settings.kafka.is_embedded() => {
@@ -256,21 +313,6 @@ fn tail(
                 .to_owned()
         }
         None => settings.kafka.brokers.clone(),
-    };
-    let routing = settings.kafka.routing();
-    let selection = if fields.is_empty() {
-        Selection::All(routing)
-    } else {
-        Selection::Topics(
-            fields
-                .iter()
-                .map(|field| match field.as_str() {
-                    "unrouted" => routing.unrouted().to_owned(),
-                    "deadletter" => routing.deadletter().to_owned(),
-                    field => routing.field_topic(field),
-                })
-                .collect(),
-        )
     };
     let options = TailOptions {
         config: KafkaOptions {
@@ -324,6 +366,14 @@ fn subscriptions(action: SubscriptionAction) -> anyhow::Result<()> {
     }
     crate::telemetry::init("warn", settings.log.format);
     let token = match (&graph_args.token, &settings.graph.access_token) {
+        (Some(token), _) if token.is_empty() => {
+            return Err(UsageError(
+                "--token is empty: pass a system user's access token, or leave --token out to \
+                 use graph.access_token"
+                    .to_owned(),
+            )
+            .into());
+        }
         (Some(token), _) => SecretString::from(token.clone()),
         (None, Some(token)) => token.clone(),
         (None, None) => {

@@ -128,6 +128,24 @@ impl Routing {
         &self.deadletter
     }
 
+    /// The fields this layout knows: the documented ones and those with a topic override,
+    /// sorted.
+    pub fn known_fields(&self) -> Vec<&str> {
+        let mut fields: Vec<&str> = KNOWN_FIELDS
+            .iter()
+            .copied()
+            .chain(self.overrides.keys().map(String::as_str))
+            .collect();
+        fields.sort_unstable();
+        fields.dedup();
+        fields
+    }
+
+    /// Whether `field` is one of [`Routing::known_fields`].
+    pub fn knows_field(&self, field: &str) -> bool {
+        KNOWN_FIELDS.contains(&field) || self.overrides.contains_key(field)
+    }
+
     /// Every topic this layout can name for the documented fields, plus the two fallbacks:
     /// what `tail` reads when no field is given. Only `{object}` =
     /// `whatsapp_business_account` is expanded.

@@ -146,3 +146,99 @@ async fn the_quickstart_runs_on_embedded_kafka_and_tail_shows_the_record() {
 
     assert_eq!(serve.signal("TERM").code(), Some(0), "SIGTERM exits 0");
 }
+
+#[test]
+fn tail_refuses_a_field_it_does_not_know_and_lists_the_known_ones() {
+    let output = binary()
+        .args(["tail", "--field", "mesages", "--brokers", "127.0.0.1:9"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--field \"mesages\""), "{stderr}");
+    for known in ["messages", "message_template_status_update", "deadletter"] {
+        assert!(stderr.contains(known), "{known} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn tail_with_max_records_0_is_a_usage_error() {
+    let output = binary()
+        .args(["tail", "--max-records", "0", "--brokers", "127.0.0.1:9"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-records"), "{stderr}");
+}
+
+#[test]
+fn an_empty_secret_or_token_is_a_usage_error() {
+    let sign = binary()
+        .args(["sign", "--secret", "", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(sign.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&sign.stderr).contains("--secret is empty"));
+    assert!(sign.stdout.is_empty(), "no signature printed");
+    let list = binary()
+        .args(["subscriptions", "list", "--waba-id", "1", "--token", ""])
+        .output()
+        .expect("runs");
+    assert_eq!(list.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&list.stderr).contains("--token is empty"));
+}
+
+#[test]
+fn every_commands_help_ends_with_examples() {
+    for command in [
+        &["serve"][..],
+        &["check-config"],
+        &["sign"],
+        &["tail"],
+        &["subscriptions"],
+        &["subscriptions", "add"],
+        &["subscriptions", "list"],
+        &["subscriptions", "remove"],
+    ] {
+        let output = binary().args(command).arg("--help").output().expect("runs");
+        assert_eq!(output.status.code(), Some(0), "{command:?}");
+        let help = String::from_utf8_lossy(&output.stdout);
+        let (_, examples) = help
+            .split_once("\nExamples:\n")
+            .unwrap_or_else(|| panic!("{command:?} --help has no examples:\n{help}"));
+        let lines: Vec<&str> = examples.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{command:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains(&format!("waba-gateway {}", command.join(" ")))),
+            "{command:?} examples do not show the command:\n{examples}"
+        );
+    }
+}
+
+/// A second `serve` that cannot bind its port exits without touching the address file
+/// that points `tail` at the running gateway's embedded broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_leaves_the_embedded_address_file_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let running = GatewayProcess::start(dir.path(), &[]);
+    running.wait_ready().await;
+    let file = dir.path().join("data/embedded-kafka.addr");
+    let before = std::fs::read_to_string(&file).expect("the running gateway wrote it");
+    let failed = binary()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("WABA_GATEWAY__SERVER__LISTEN", &running.public)
+        .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("WABA_GATEWAY__DELIVERY__SPOOL_DIR", "data/second-spool")
+        .output()
+        .expect("runs");
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("server.listen"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).expect("still there"), before);
+    assert_eq!(running.signal("TERM").code(), Some(0));
+}
