@@ -78,25 +78,18 @@ impl App {
         let (publisher, kafka) = match dependencies.publisher {
             Some(publisher) => (publisher, None),
             None => {
-                let message_timeout = match settings.delivery.ack {
-                    AckMode::Kafka => Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
-                    // The spool keeps every entry until Kafka has it: librdkafka retries
-                    // without a deadline (0), in order, and the forwarder waits.
-                    AckMode::Spool => Duration::ZERO,
-                    AckMode::None => Duration::from_secs(300),
-                };
-                let kafka = Arc::new(
-                    KafkaPublisher::new(KafkaOptions {
-                        brokers: settings.kafka.brokers.clone(),
-                        librdkafka: settings.kafka.librdkafka.0.clone(),
-                        max_body_bytes: settings.server.max_body_bytes,
-                        message_timeout,
-                        create_topics: settings.kafka.create_topics,
-                        topic_partitions: settings.kafka.topic_partitions,
-                        topic_replication_factor: settings.kafka.topic_replication_factor,
-                    })
-                    .context("creating the Kafka producer (check [kafka.librdkafka])")?,
-                );
+                let options = kafka_options(&settings);
+                let problems = crate::publish::kafka::property_problems(&options);
+                if !problems.is_empty() {
+                    return Err(ConfigError::Invalid(problems).into());
+                }
+                let kafka = KafkaPublisher::new(options).map_err(|error| {
+                    anyhow::anyhow!(
+                        "creating the Kafka producer: {} (check [kafka.librdkafka])",
+                        crate::publish::kafka::describe(&error)
+                    )
+                })?;
+                let kafka = Arc::new(kafka);
                 (kafka.clone() as Arc<dyn Publisher>, Some(kafka))
             }
         };
@@ -306,10 +299,42 @@ impl App {
     }
 }
 
-/// Runs the checks of start-up that need more than the settings themselves (the TLS
-/// files today), without binding or connecting: what `check-config` adds to validation.
+/// Runs the checks of start-up that need more than the settings themselves, without
+/// binding or connecting: the TLS files, and librdkafka's reading of `[kafka.librdkafka]`.
+/// What `check-config` adds to validation; `serve` fails on the same problems (exit 78).
 pub fn check(settings: &Settings) -> Result<(), ConfigError> {
-    load_tls(settings).map(drop)
+    let mut problems = Vec::new();
+    if let Err(ConfigError::Invalid(tls)) = load_tls(settings) {
+        problems.extend(tls);
+    }
+    problems.extend(crate::publish::kafka::property_problems(&kafka_options(
+        settings,
+    )));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// The producer's options from `[kafka]` and `[delivery]`.
+fn kafka_options(settings: &Settings) -> KafkaOptions {
+    let message_timeout = match settings.delivery.ack {
+        AckMode::Kafka => Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
+        // The spool keeps every entry until Kafka has it: librdkafka retries without a
+        // deadline (0), in order, and the forwarder waits.
+        AckMode::Spool => Duration::ZERO,
+        AckMode::None => Duration::from_secs(300),
+    };
+    KafkaOptions {
+        brokers: settings.kafka.brokers.clone(),
+        librdkafka: settings.kafka.librdkafka.0.clone(),
+        max_body_bytes: settings.server.max_body_bytes,
+        message_timeout,
+        create_topics: settings.kafka.create_topics,
+        topic_partitions: settings.kafka.topic_partitions,
+        topic_replication_factor: settings.kafka.topic_replication_factor,
+    }
 }
 
 /// Loads `[server.tls]`, if configured; a file that cannot be used is a configuration

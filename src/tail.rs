@@ -50,7 +50,12 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
     config
         .set("group.id", "waba-gateway-tail")
         .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().context("creating the Kafka consumer")?;
+    let consumer: BaseConsumer = config.create().map_err(|error| {
+        anyhow::anyhow!(
+            "creating the Kafka consumer: {}",
+            crate::publish::kafka::describe(&error)
+        )
+    })?;
     let start = if options.from_beginning {
         Offset::Beginning
     } else {

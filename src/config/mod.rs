@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::tls::{META_CLIENT_NAME, TlsSettings};
 use load::secret_list;
-pub use redact::LibrdkafkaProperties;
+pub use redact::{LibrdkafkaProperties, is_shown_property};
 use redact::{redact_list, redact_option};
 
 /// Secret and verify token of the demo app that `serve` runs on embedded Kafka when no app

@@ -45,22 +45,68 @@ pub(super) fn redact_list<S: Serializer>(
     s.collect_seq(secrets.iter().map(|_| REDACTED))
 }
 
-/// librdkafka properties whose values are credentials.
-fn is_sensitive_property(key: &str) -> bool {
-    [
-        "password",
-        "secret",
-        "sasl.jaas",
-        "key.pem",
-        "oauthbearer.config",
-        "token",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
+/// librdkafka properties whose values are known not to be secret, and so may be printed.
+/// Every other value is redacted: a misspelled `sasl.pasword` or a property librdkafka
+/// does not have (`sasl.jaas.config`) may hold a credential all the same.
+pub(super) const SHOWN_PROPERTIES: &[&str] = &[
+    "acks",
+    "api.version.request",
+    "batch.num.messages",
+    "batch.size",
+    "broker.address.family",
+    "client.id",
+    "client.rack",
+    "compression.codec",
+    "compression.type",
+    "connections.max.idle.ms",
+    "debug",
+    "enable.idempotence",
+    "enable.ssl.certificate.verification",
+    "linger.ms",
+    "log.connection.close",
+    "max.in.flight.requests.per.connection",
+    "message.max.bytes",
+    "message.timeout.ms",
+    "metadata.max.age.ms",
+    "partitioner",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "reconnect.backoff.max.ms",
+    "reconnect.backoff.ms",
+    "request.timeout.ms",
+    "retries",
+    "retry.backoff.ms",
+    "sasl.kerberos.principal",
+    "sasl.kerberos.service.name",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.method",
+    "sasl.oauthbearer.scope",
+    "sasl.oauthbearer.token.endpoint.url",
+    "sasl.username",
+    "security.protocol",
+    "socket.keepalive.enable",
+    "socket.timeout.ms",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.cipher.suites",
+    "ssl.curves.list",
+    "ssl.endpoint.identification.algorithm",
+    "ssl.key.location",
+    "statistics.interval.ms",
+    "sticky.partitioning.linger.ms",
+    "topic.metadata.refresh.interval.ms",
+];
+
+/// Whether the value of librdkafka property `key` may be printed (see [`SHOWN_PROPERTIES`]).
+pub fn is_shown_property(key: &str) -> bool {
+    SHOWN_PROPERTIES.binary_search(&key).is_ok()
 }
 
-/// `[kafka.librdkafka]`: property names and values, credentials redacted in `Debug` and in
-/// printed settings.
+/// `[kafka.librdkafka]`: property names and values; in `Debug` and printed settings only
+/// the values of [`SHOWN_PROPERTIES`] show, every other is redacted.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct LibrdkafkaProperties(pub BTreeMap<String, String>);
@@ -68,10 +114,10 @@ pub struct LibrdkafkaProperties(pub BTreeMap<String, String>);
 impl LibrdkafkaProperties {
     fn shown(&self) -> impl Iterator<Item = (&String, &str)> {
         self.0.iter().map(|(key, value)| {
-            let shown = if is_sensitive_property(key) {
-                REDACTED
-            } else {
+            let shown = if is_shown_property(key) {
                 value.as_str()
+            } else {
+                REDACTED
             };
             (key, shown)
         })

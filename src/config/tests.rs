@@ -261,3 +261,20 @@ fn printed_settings_never_show_a_secret() {
     assert!(printed.contains("secret = \"[redacted]\""), "{printed}");
     assert!(printed.contains("path = \"/webhook\""), "{printed}");
 }
+
+#[test]
+fn the_properties_whose_values_show_are_sorted_for_lookup() {
+    let shown = redact::SHOWN_PROPERTIES;
+    assert!(shown.windows(2).all(|pair| pair[0] < pair[1]), "{shown:?}");
+    for (key, shown) in [
+        ("security.protocol", true),
+        ("sasl.username", true),
+        ("sasl.password", false),
+        ("sasl.pasword", false),
+        ("sasl.jaas.config", false),
+        ("ssl.key.password", false),
+        ("ssl.key.pem", false),
+    ] {
+        assert_eq!(is_shown_property(key), shown, "{key}");
+    }
+}

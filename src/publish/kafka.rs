@@ -15,6 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaConfRes;
 
 use super::{BoxFuture, Delivery, PublishError, Publisher};
 use crate::envelope::Record;
@@ -81,6 +82,51 @@ impl KafkaOptions {
         }
         config
     }
+}
+
+/// Why the operator's `[kafka.librdkafka]` properties cannot be used, one sentence per
+/// property. Found by building each property, then the producer's whole configuration, as
+/// librdkafka does, without creating a client or connecting. A value is quoted only when
+/// it is known not to be secret.
+pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
+    let mut problems: Vec<String> = options
+        .librdkafka
+        .iter()
+        .filter_map(|(key, value)| {
+            let mut config = ClientConfig::new();
+            config.set(key, value);
+            config
+                .create_native_config()
+                .err()
+                .map(|error| describe(&error))
+        })
+        .collect();
+    if problems.is_empty()
+        && let Err(error) = options.producer_config().create_native_config()
+    {
+        problems.push(describe(&error));
+    }
+    problems
+}
+
+/// A client error in the gateway's words, without the property value librdkafka's own
+/// text carries (it may be a password).
+pub fn describe(error: &KafkaError) -> String {
+    let KafkaError::ClientConfig(result, _, key, value) = error else {
+        return error.to_string();
+    };
+    let what = match result {
+        RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => {
+            "is not a librdkafka property (see librdkafka's CONFIGURATION.md for the names; \
+             Java client properties such as sasl.jaas.config do not apply)"
+                .to_owned()
+        }
+        _ if crate::config::is_shown_property(key) => {
+            format!("= {value:?} is not a valid value for this property")
+        }
+        _ => "has a value that is not valid for this property (value not shown)".to_owned(),
+    };
+    format!("kafka.librdkafka.\"{key}\" {what}")
 }
 
 /// Produces records to Kafka.

@@ -242,3 +242,98 @@ async fn a_start_that_fails_leaves_the_embedded_address_file_alone() {
     assert_eq!(std::fs::read_to_string(&file).expect("still there"), before);
     assert_eq!(running.signal("TERM").code(), Some(0));
 }
+
+/// Runs `command` with a configuration file holding `toml`; returns the exit code and
+/// everything printed.
+fn run_with_config(command: &str, toml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, toml).expect("write");
+    let output = binary()
+        .args([command, "--config"])
+        .arg(&file)
+        .current_dir(dir.path())
+        .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), printed)
+}
+
+#[test]
+fn no_librdkafka_value_that_may_be_secret_is_ever_printed() {
+    let config = r#"
+[apps.default]
+secret = "s"
+verify_token = "t"
+[kafka]
+brokers = "127.0.0.1:9"
+[kafka.librdkafka]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanisms" = "SCRAM-SHA-512"
+"sasl.username" = "gateway"
+"sasl.password" = "HUNTER1"
+"sasl.jaas.config" = "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"gateway\" password=\"HUNTER2\";"
+"sasl.pasword" = "HUNTER3"
+"#;
+    for command in ["check-config", "serve"] {
+        let (code, printed) = run_with_config(command, config);
+        assert_eq!(code, Some(78), "{command}: {printed}");
+        assert!(
+            !printed.contains("HUNTER"),
+            "{command} printed a secret:\n{printed}"
+        );
+        for key in ["\"sasl.jaas.config\"", "\"sasl.pasword\""] {
+            assert!(
+                printed.contains(key),
+                "{command} does not name {key}:\n{printed}"
+            );
+        }
+    }
+    let valid = config
+        .lines()
+        .filter(|line| !line.starts_with("\"sasl.jaas") && !line.starts_with("\"sasl.paswo"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (code, printed) = run_with_config("check-config", &valid);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(!printed.contains("HUNTER"), "{printed}");
+    assert!(
+        printed.contains("\"sasl.password\" = \"[redacted]\""),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("\"sasl.username\" = \"gateway\""),
+        "{printed}"
+    );
+}
+
+#[test]
+fn an_invalid_librdkafka_value_is_a_configuration_error_quoting_only_safe_values() {
+    let config = r#"
+[apps.default]
+secret = "s"
+verify_token = "t"
+[kafka]
+brokers = "127.0.0.1:9"
+[kafka.librdkafka]
+"linger.ms" = "soon"
+"ssl.key.password" = ""
+"security.protocol" = "carrier-pigeon"
+"#;
+    let (code, printed) = run_with_config("check-config", config);
+    assert_eq!(code, Some(78), "{printed}");
+    assert!(
+        printed.contains("kafka.librdkafka.\"linger.ms\" = \"soon\" is not a valid value"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("kafka.librdkafka.\"security.protocol\" = \"carrier-pigeon\""),
+        "{printed}"
+    );
+}
