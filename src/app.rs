@@ -98,6 +98,9 @@ impl App {
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
         let readiness = Arc::new(Readiness::new());
         let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
+        if let Some(problem) = spool_dir_problem(&settings) {
+            return Err(ConfigError::Invalid(vec![problem]).into());
+        }
         let spool = match settings.delivery.ack {
             AckMode::Spool => {
                 let dir = &settings.delivery.spool_dir;
@@ -303,7 +306,7 @@ impl App {
 /// binding or connecting: the TLS files, and librdkafka's reading of `[kafka.librdkafka]`.
 /// What `check-config` adds to validation; `serve` fails on the same problems (exit 78).
 pub fn check(settings: &Settings) -> Result<(), ConfigError> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = spool_dir_problem(settings).into_iter().collect();
     if let Err(ConfigError::Invalid(tls)) = load_tls(settings) {
         problems.extend(tls);
     }
@@ -314,6 +317,49 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Why `delivery.spool_dir` cannot hold the spool, with `ack = "spool"`: empty, a file,
+/// under a file, or not writable (checked by creating and removing a file in it, or in
+/// the nearest folder that exists when it is still to be created).
+fn spool_dir_problem(settings: &Settings) -> Option<String> {
+    if settings.delivery.ack != AckMode::Spool {
+        return None;
+    }
+    let dir = &settings.delivery.spool_dir;
+    let problem = |what: String| {
+        Some(format!(
+            "delivery.spool_dir = {:?} {what}; point it at a writable folder (a volume of \
+             its own in production)",
+            dir.display().to_string()
+        ))
+    };
+    if dir.as_os_str().is_empty() {
+        return problem("is empty".to_owned());
+    }
+    let existing = dir
+        .ancestors()
+        .find(|path| path.as_os_str().is_empty() || std::fs::symlink_metadata(path).is_ok());
+    let existing = match existing {
+        Some(path) if path.as_os_str().is_empty() => std::path::Path::new("."),
+        Some(path) => path,
+        None => return problem("has no folder above it that exists".to_owned()),
+    };
+    if !existing.is_dir() {
+        return problem(if existing == dir.as_path() {
+            "is a file, not a folder".to_owned()
+        } else {
+            format!("is under {}, which is not a folder", existing.display())
+        });
+    }
+    let probe = existing.join(format!(".waba-gateway-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(error) => problem(format!("cannot be written ({error})")),
     }
 }
 

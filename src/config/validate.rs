@@ -2,6 +2,7 @@
 //! the key and what to write instead.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
 use secrecy::ExposeSecret;
 
@@ -71,11 +72,20 @@ impl Settings {
                 server.request_timeout_ms, self.shutdown.drain_timeout_ms
             ));
         }
-        if server.listen == self.admin.listen && server.listen.port() != 0 {
+        if listeners_collide(server.listen, self.admin.listen) {
             problems.push(format!(
-                "admin.listen = {} is the same address as server.listen; give them different \
-                 ports",
-                self.admin.listen
+                "admin.listen = {} and server.listen = {} cannot both be bound (same port on \
+                 overlapping addresses); give them different ports",
+                self.admin.listen, server.listen
+            ));
+        }
+        if let Some(problem) = log_level_problem(&self.log.level) {
+            problems.push(problem);
+        }
+        let base_url = &self.graph.base_url;
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            problems.push(format!(
+                "graph.base_url = {base_url:?} needs a scheme: \"https://graph.facebook.com\""
             ));
         }
         let smallest_spool = 2 * (server.max_body_bytes + 1024);
@@ -178,4 +188,35 @@ impl Settings {
             }
         }
     }
+}
+
+/// Whether two listeners would fight over one port: the same port (not 0, which picks a
+/// free one) on the same address, or on an address that covers the other (`0.0.0.0`,
+/// `[::]`).
+fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The levels a log filter may name.
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Why `level` is not a log filter: each comma-separated part must be a level, or
+/// `target=level`. (The tracing filter would read `warning` as a target and log nothing.)
+fn log_level_problem(level: &str) -> Option<String> {
+    let valid = !level.trim().is_empty()
+        && level.split(',').all(|directive| {
+            let level = directive
+                .rsplit_once('=')
+                .map_or(directive, |(_, level)| level);
+            LOG_LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+        });
+    (!valid).then(|| {
+        format!(
+            "log.level = {level:?} is not a log filter: use one of {}, or directives such as \
+             \"waba_gateway=debug,info\"",
+            LOG_LEVELS.join(", ")
+        )
+    })
 }

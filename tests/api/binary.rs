@@ -337,3 +337,90 @@ brokers = "127.0.0.1:9"
         "{printed}"
     );
 }
+
+/// Runs `command` in `dir` with `env` on top of loopback listeners, bounded to 20 s (a
+/// `serve` that is not refused is stopped); returns the exit code and everything printed.
+fn run_bounded(
+    command: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let mut child = binary()
+        .arg(command)
+        .current_dir(dir)
+        .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("waits").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), printed)
+}
+
+#[test]
+fn check_config_and_serve_refuse_what_serve_cannot_run_with_exit_78() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("a-file"), "").expect("write");
+    let cases: [(&[(&str, &str)], &str); 7] = [
+        (
+            &[
+                ("WABA_GATEWAY__SERVER__LISTEN", "0.0.0.0:18480"),
+                ("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:18480"),
+            ],
+            "cannot both be bound",
+        ),
+        (
+            &[("WABA_GATEWAY__DELIVERY__SPOOL_DIR", "a-file")],
+            "delivery.spool_dir = \"a-file\" is a file",
+        ),
+        (
+            &[("WABA_GATEWAY__DELIVERY__SPOOL_DIR", "a-file/spool")],
+            "which is not a folder",
+        ),
+        (
+            &[(
+                "WABA_GATEWAY__DELIVERY__SPOOL_DIR",
+                "/proc/waba-gateway-spool",
+            )],
+            "cannot be written",
+        ),
+        (
+            &[("WABA_GATEWAY__DELIVERY__SPOOL_DIR", "")],
+            "delivery.spool_dir = \"\" is empty",
+        ),
+        (
+            &[("WABA_GATEWAY__GRAPH__BASE_URL", "graph.facebook.com")],
+            "graph.base_url = \"graph.facebook.com\" needs a scheme",
+        ),
+        (
+            &[("WABA_GATEWAY__LOG__LEVEL", "warning")],
+            "log.level = \"warning\" is not a log filter",
+        ),
+    ];
+    for (env, expected) in cases {
+        for command in ["check-config", "serve"] {
+            let (code, printed) = run_bounded(command, dir.path(), env);
+            assert_eq!(code, Some(78), "{command} {env:?}: {printed}");
+            assert!(printed.contains(expected), "{command} {env:?}: {printed}");
+        }
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was started or created"
+    );
+}
