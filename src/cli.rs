@@ -194,10 +194,6 @@ pub fn main() -> ExitCode {
                 }
                 ExitCode::from(EXIT_CONFIG)
             }
-            Some(ConfigError::Load(error)) => {
-                eprintln!("waba-gateway: the configuration cannot be loaded: {error}");
-                ExitCode::from(EXIT_CONFIG)
-            }
             None if error.downcast_ref::<UsageError>().is_some() => {
                 eprintln!("waba-gateway: {error}");
                 ExitCode::from(2)
@@ -211,7 +207,15 @@ pub fn main() -> ExitCode {
 }
 
 fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
+    warn_of_misnamed_variables();
     Ok(Settings::load(config.as_deref(), std::env::vars())?)
+}
+
+/// Says which `WABA_GATEWAY_…` variables look meant for the settings but are not read.
+fn warn_of_misnamed_variables() {
+    for warning in crate::config::misnamed_variables(std::env::vars()) {
+        eprintln!("waba-gateway: warning: {warning}");
+    }
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -271,6 +275,7 @@ fn tail(
     max_records: Option<u64>,
 ) -> anyhow::Result<()> {
     // Reading topics needs [kafka] only: no app has to be configured.
+    warn_of_misnamed_variables();
     let (settings, mut problems) = Settings::load_layers(config.as_deref(), std::env::vars())?;
     problems.extend(settings.kafka.routing().problems());
     if !problems.is_empty() {
@@ -359,6 +364,7 @@ fn subscriptions(action: SubscriptionAction) -> anyhow::Result<()> {
     {
         crate::graph::check_callback_url(url).map_err(UsageError)?;
     }
+    warn_of_misnamed_variables();
     let (settings, problems) =
         Settings::load_layers(graph_args.config.as_deref(), std::env::vars())?;
     if !problems.is_empty() {

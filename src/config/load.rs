@@ -1,11 +1,13 @@
 //! Loading: built-in defaults, then the TOML file, then `WABA_GATEWAY__*` variables;
 //! secrets read from their `*_file`s; the demo app on embedded Kafka.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
+use super::unknown::{Sources, unknown_keys};
 use super::{AppSettings, ConfigError, DEMO_SECRET, DEMO_VERIFY_TOKEN, Settings};
 
 impl Settings {
@@ -34,10 +36,14 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Self, Vec<String>), ConfigError> {
-        let env: std::collections::HashMap<String, String> = env
+        let env: HashMap<String, String> = env
             .into_iter()
             .filter(|(key, _)| key.starts_with("WABA_GATEWAY__"))
             .collect();
+        let sources = Sources {
+            file: file.and_then(|path| Some((path, std::fs::read_to_string(path).ok()?))),
+            env: &env,
+        };
         let mut builder = config::Config::builder();
         if let Some(file) = file {
             builder = builder.add_source(
@@ -51,10 +57,28 @@ impl Settings {
                 config::Environment::with_prefix("WABA_GATEWAY")
                     .prefix_separator("__")
                     .separator("__")
-                    .source(Some(env)),
+                    .source(Some(env.clone())),
             )
-            .build()?;
-        let mut settings: Settings = layered.try_deserialize()?;
+            .build()
+            .map_err(|error| ConfigError::Invalid(vec![in_our_words(&error)]))?;
+        // Every key the settings do not read is named, each with where it was written,
+        // before (and besides) the first value that cannot be read.
+        let tree: serde_json::Value = layered
+            .clone()
+            .try_deserialize()
+            .map_err(|error| ConfigError::Invalid(vec![in_our_words(&error)]))?;
+        let mut problems: Vec<String> = unknown_keys(&tree)
+            .iter()
+            .map(|path| sources.describe(path))
+            .collect();
+        let mut settings = match layered.try_deserialize::<Settings>() {
+            Ok(settings) if problems.is_empty() => settings,
+            Ok(_) => return Err(ConfigError::Invalid(problems)),
+            Err(error) => {
+                problems.push(in_our_words(&error));
+                return Err(ConfigError::Invalid(problems));
+            }
+        };
         settings.kafka.librdkafka.0 = std::mem::take(&mut settings.kafka.librdkafka.0)
             .into_iter()
             .map(|(key, value)| (key.replace('_', "."), value))
@@ -104,6 +128,36 @@ impl Settings {
             &mut problems,
         );
         problems
+    }
+}
+
+/// A loading error as a sentence that names the key and says what to write, rather than
+/// the parser's wording.
+fn in_our_words(error: &config::ConfigError) -> String {
+    use config::ConfigError as E;
+    let at = |origin: &Option<String>| match origin {
+        Some(origin) => format!(" ({origin})"),
+        None => String::new(),
+    };
+    match error {
+        E::Type {
+            origin,
+            unexpected,
+            expected,
+            key: Some(key),
+        } => format!("{key}{} is {unexpected}: write {expected}", at(origin)),
+        E::At {
+            error,
+            origin,
+            key: Some(key),
+        } => format!("{key}{}: {}", at(origin), in_our_words(error)),
+        E::Message(message) => message.clone(),
+        E::NotFound(what) => format!("{what} was not found"),
+        E::FileParse {
+            uri: Some(uri),
+            cause,
+        } => format!("{uri} is not valid TOML: {cause}"),
+        other => other.to_string(),
     }
 }
 

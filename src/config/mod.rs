@@ -7,6 +7,7 @@
 
 mod load;
 mod redact;
+mod unknown;
 mod validate;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use crate::tls::{META_CLIENT_NAME, TlsSettings};
 use load::secret_list;
 pub use redact::{LibrdkafkaProperties, is_shown_property};
 use redact::{redact_list, redact_option};
+pub use unknown::misnamed_variables;
 
 /// Secret and verify token of the demo app that `serve` runs on embedded Kafka when no app
 /// is configured. Public on purpose: the README's quickstart signs with them.
@@ -33,17 +35,15 @@ pub const DEMO_VERIFY_TOKEN: &str = "demo-verify-token";
 /// Why settings could not be loaded. `main` exits with 78 (`EX_CONFIG`) on any of them.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or parsed, or a key is unknown or of the wrong type.
-    #[error("{0}")]
-    Load(#[from] config::ConfigError),
-    /// The settings parsed but are not usable; one sentence per problem.
+    /// The settings cannot be read or are not usable; one sentence per problem, each
+    /// naming the key and what to write.
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
 }
 
 /// Everything the gateway can be configured with.
 #[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Settings {
     /// The public listener: webhooks, `/healthz`, `/readyz`.
     pub server: ServerSettings,
@@ -65,7 +65,7 @@ pub struct Settings {
 
 /// `[server]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ServerSettings {
     /// Address of the webhook listener.
     pub listen: SocketAddr,
@@ -101,7 +101,7 @@ impl Default for ServerSettings {
 
 /// `[admin]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AdminSettings {
     /// Address of the admin listener.
     pub listen: SocketAddr,
@@ -117,7 +117,7 @@ impl Default for AdminSettings {
 
 /// `[apps.<name>]`: one Meta app.
 #[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AppSettings {
     /// URL path Meta calls; default `/webhook` for the app named `default`, else
     /// `/webhook/<name>`.
@@ -154,7 +154,7 @@ impl AppSettings {
 
 /// `[kafka]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct KafkaSettings {
     /// `host:port,host:port`, or `embedded` for an in-memory broker inside the process.
     pub brokers: String,
@@ -214,7 +214,7 @@ impl KafkaSettings {
 }
 
 /// When Meta gets its 200.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// Once the body is durably on the local spool; forwarded to Kafka behind it.
@@ -227,7 +227,7 @@ pub enum AckMode {
 
 /// `[delivery]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DeliverySettings {
     /// When Meta gets its 200.
     pub ack: AckMode,
@@ -252,7 +252,7 @@ impl Default for DeliverySettings {
 
 /// `[shutdown]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ShutdownSettings {
     /// Upper bound on finishing in-flight requests and flushing the producer.
     pub drain_timeout_ms: u64,
@@ -268,7 +268,7 @@ impl Default for ShutdownSettings {
 
 /// `[graph]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct GraphSettings {
     /// Graph API origin.
     pub base_url: String,
@@ -305,7 +305,7 @@ impl Default for GraphSettings {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -316,7 +316,7 @@ pub enum LogFormat {
 
 /// `[log]`.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct LogSettings {
     /// A tracing filter such as `info` or `waba_gateway=debug,info`; `RUST_LOG` wins.
     pub level: String,
@@ -341,5 +341,48 @@ impl Settings {
             None if name == "default" => "/webhook".to_owned(),
             None => format!("/webhook/{name}"),
         }
+    }
+}
+
+/// Reads one of `choices` by name, or says which names there are (rather than serde's
+/// "unknown variant" or the config crate's "enum … does not have variant constructor").
+fn one_of<'de, D, T>(deserializer: D, choices: &[(&str, T)]) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Copy,
+{
+    let name = String::deserialize(deserializer)?;
+    choices
+        .iter()
+        .find(|(choice, _)| *choice == name)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices
+                .iter()
+                .map(|(choice, _)| format!("{choice:?}"))
+                .collect();
+            serde::de::Error::custom(format!(
+                "{name:?} is not one of {}: write one of those",
+                names.join(", ")
+            ))
+        })
+}
+
+impl<'de> Deserialize<'de> for AckMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_of(
+            deserializer,
+            &[
+                ("spool", Self::Spool),
+                ("kafka", Self::Kafka),
+                ("none", Self::None),
+            ],
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_of(deserializer, &[("text", Self::Text), ("json", Self::Json)])
     }
 }

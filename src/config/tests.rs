@@ -278,3 +278,77 @@ fn the_properties_whose_values_show_are_sorted_for_lookup() {
         assert_eq!(is_shown_property(key), shown, "{key}");
     }
 }
+
+#[test]
+fn every_unknown_key_is_named_in_one_run_with_where_it_was_written() {
+    let file = file(
+        "[server]\nlisten_addr = \"0.0.0.0:1\"\nmax_body_byte = 5\n\n[apps.shop]\nsecert = \"x\"\n\
+         [kafka]\nbroker = \"k:9092\"\n[kafka.librdkafka]\n\"any.property\" = \"1\"\n\
+         [kafka.topics]\nany_field = \"t\"\n",
+    );
+    let message = problems(Settings::load(
+        Some(file.path()),
+        env(&[
+            ("WABA_GATEWAY__GRAPH__ACCES_TOKEN", "t"),
+            ("WABA_GATEWAY__DELIVERY__ACK", "bogus"),
+        ]),
+    ));
+    let name = file.path().display();
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("apps.shop.secert ({name} line 6) is not a setting: did you mean \"secret\"?"),
+            "graph.acces_token (environment variable WABA_GATEWAY__GRAPH__ACCES_TOKEN) is not a \
+             setting: did you mean \"access_token\"?"
+                .to_owned(),
+            format!("kafka.broker ({name} line 8) is not a setting: did you mean \"brokers\"?"),
+            format!(
+                "server.listen_addr ({name} line 2) is not a setting: the keys here are \
+                 header_read_timeout_ms, listen, max_body_bytes, max_connections, \
+                 max_in_flight_requests, request_timeout_ms, tls"
+            ),
+            format!(
+                "server.max_body_byte ({name} line 3) is not a setting: did you mean \
+                 \"max_body_bytes\"?"
+            ),
+            "delivery.ack: \"bogus\" is not one of \"spool\", \"kafka\", \"none\": write one of \
+             those"
+                .to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_kind_says_what_to_write() {
+    let message = env_problems(&[("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "4MB")]);
+    assert_eq!(
+        message,
+        "server.max_body_bytes (the environment) is string \"4MB\": write an integer"
+    );
+    let message = env_problems(&[("WABA_GATEWAY__LOG__FORMAT", "yaml")]);
+    assert_eq!(
+        message,
+        "log.format: \"yaml\" is not one of \"text\", \"json\": write one of those"
+    );
+}
+
+#[test]
+fn variables_with_one_underscore_after_the_prefix_are_warned_of() {
+    let warnings = misnamed_variables(env(&[
+        ("WABA_GATEWAY_KAFKA__BROKERS", "k:9092"),
+        ("WABA_GATEWAY_SERVER__LISTEN", "0.0.0.0:1"),
+        ("WABA_GATEWAY__KAFKA__BROKERS", "k:9092"),
+        ("WABA_GATEWAY_CONFIG", "gateway.toml"),
+        ("WABA_GATEWAY_BINARY", "target/release/waba-gateway"),
+    ]));
+    assert_eq!(
+        warnings,
+        [
+            "WABA_GATEWAY_KAFKA__BROKERS is not read: settings variables start with \
+             WABA_GATEWAY__ (two underscores), as in WABA_GATEWAY__KAFKA__BROKERS",
+            "WABA_GATEWAY_SERVER__LISTEN is not read: settings variables start with \
+             WABA_GATEWAY__ (two underscores), as in WABA_GATEWAY__SERVER__LISTEN",
+        ]
+    );
+}

@@ -28,7 +28,6 @@ use client::NamedClients;
 
 /// `[server.tls]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM certificate chain, the server's certificate first.
     pub cert_file: PathBuf,

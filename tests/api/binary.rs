@@ -37,7 +37,11 @@ fn check_config_rejects_an_unknown_key_by_name() {
         .expect("runs");
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("unknown field `broker`"), "{stderr}");
+    assert!(
+        stderr.contains("kafka.broker (") && stderr.contains("gateway.toml line 2)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean \"brokers\"?"), "{stderr}");
 }
 
 #[test]
@@ -422,5 +426,24 @@ fn check_config_and_serve_refuse_what_serve_cannot_run_with_exit_78() {
     assert!(
         !dir.path().join("data").exists(),
         "nothing was started or created"
+    );
+}
+
+#[test]
+fn a_variable_with_one_underscore_after_the_prefix_gets_a_warning() {
+    let output = binary()
+        .args(["check-config"])
+        .env("WABA_GATEWAY_KAFKA__BROKERS", "kafka-1:9092")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: WABA_GATEWAY_KAFKA__BROKERS is not read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("as in WABA_GATEWAY__KAFKA__BROKERS"),
+        "{stderr}"
     );
 }
