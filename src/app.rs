@@ -423,7 +423,8 @@ async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readi
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "Kafka does not answer yet; not ready");
+                // The clients' log says, rate-limited, that the brokers are unreachable.
+                tracing::debug!(%error, "Kafka does not answer yet; not ready");
                 failures += 1;
                 tokio::time::sleep(backoff.delay(failures)).await;
             }

@@ -226,10 +226,14 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("waba-gateway")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let app = App::build(settings, Dependencies::default()).await?;
         app.run_until_stopped(crate::shutdown::signal()).await
-    })
+    });
+    // Stopped means drained: a Kafka call still waiting on a blocking thread (a metadata
+    // request to an unreachable broker) must not hold the exit back.
+    runtime.shutdown_background();
+    served
 }
 
 fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::publish::client_log::ClientLog;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::value::RawValue;
@@ -50,7 +52,8 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
     config
         .set("group.id", "waba-gateway-tail")
         .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().map_err(|error| {
+    let log = ClientLog::new(config.get("bootstrap.servers").unwrap_or_default());
+    let consumer: BaseConsumer<ClientLog> = config.create_with_context(log).map_err(|error| {
         anyhow::anyhow!(
             "creating the Kafka consumer: {}",
             crate::publish::kafka::describe(&error)
@@ -109,7 +112,7 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
 
 /// Adds the partitions of selected topics not assigned yet; returns the ones added.
 fn assign_new(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<ClientLog>,
     selection: &Selection,
     assigned: &mut TopicPartitionList,
     start: Offset,

@@ -25,3 +25,55 @@ pub fn init(level: &str, format: LogFormat) {
     // A subscriber may already exist when embedded in tests; that one keeps logging.
     drop(installed);
 }
+
+/// At most one log line per interval for something that repeats (a broker that stays
+/// unreachable, a client refused again and again): the first is written at once, then
+/// one per interval that says how many were held back.
+#[derive(Debug)]
+pub struct Throttle {
+    interval: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    /// A throttle that lets one line through per `interval`.
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last line)` when a line may be written now; `None` when
+    /// it is to be held back (and counted).
+    pub fn admit(&self) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, held) = &mut *state;
+        let now = std::time::Instant::now();
+        if last.is_some_and(|last| now.duration_since(last) < self.interval) {
+            *held += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_the_first_line_through_then_one_per_interval_with_the_count() {
+        let throttle = Throttle::new(std::time::Duration::from_millis(50));
+        assert_eq!(throttle.admit(), Some(0));
+        assert_eq!(throttle.admit(), None);
+        assert_eq!(throttle.admit(), None);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(throttle.admit(), Some(2));
+        assert_eq!(throttle.admit(), None);
+    }
+}

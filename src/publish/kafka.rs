@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaConfRes;
 
+use super::client_log::ClientLog;
 use super::{BoxFuture, Delivery, PublishError, Publisher};
 use crate::envelope::Record;
 
@@ -131,8 +131,8 @@ pub fn describe(error: &KafkaError) -> String {
 
 /// Produces records to Kafka.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
-    admin: Option<AdminClient<DefaultClientContext>>,
+    producer: FutureProducer<ClientLog>,
+    admin: Option<AdminClient<ClientLog>>,
     options: KafkaOptions,
     known_topics: RwLock<HashSet<String>>,
     creating: tokio::sync::Mutex<()>,
@@ -143,9 +143,10 @@ impl KafkaPublisher {
     /// connects yet.
     pub fn new(options: KafkaOptions) -> Result<Self, KafkaError> {
         let config = options.producer_config();
-        let producer: FutureProducer = config.create()?;
+        let log = ClientLog::new(&options.brokers);
+        let producer = config.create_with_context(log.clone())?;
         let admin = if options.create_topics {
-            Some(options.consumer_config().create()?)
+            Some(options.consumer_config().create_with_context(log)?)
         } else {
             None
         };

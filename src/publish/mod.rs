@@ -9,6 +9,7 @@
 //! - a full producer queue is an immediate [`PublishError::QueueFull`]: backpressure,
 //!   never a hang.
 
+pub mod client_log;
 pub mod embedded;
 pub mod kafka;
 pub mod memory;

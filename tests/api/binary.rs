@@ -447,3 +447,48 @@ fn a_variable_with_one_underscore_after_the_prefix_gets_a_warning() {
         "{stderr}"
     );
 }
+
+/// With no broker reachable, the log says so once in the gateway's words instead of
+/// librdkafka's errors many times a second, and SIGTERM ends the process at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_kafka_is_logged_once_and_does_not_hold_the_exit_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut serve = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__KAFKA__BROKERS", "127.0.0.1:1"),
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", "s"),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t"),
+        ],
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
+    let exit = asked.elapsed();
+    let log = serve.log();
+    let unreachable: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Kafka is unreachable"))
+        .collect();
+    assert_eq!(unreachable.len(), 1, "{log}");
+    assert!(
+        unreachable[0].contains("kafka.brokers=127.0.0.1:1"),
+        "{log}"
+    );
+    assert!(
+        unreachable[0].contains("Connection refused"),
+        "what was tried: {log}"
+    );
+    let librdkafka = log
+        .lines()
+        .filter(|line| line.contains("librdkafka"))
+        .count();
+    assert!(
+        librdkafka <= 1,
+        "{librdkafka} librdkafka lines in 3 s:\n{log}"
+    );
+    assert!(
+        exit < std::time::Duration::from_secs(1),
+        "exited {exit:?} after SIGTERM:\n{log}"
+    );
+}

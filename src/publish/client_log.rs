@@ -1,0 +1,92 @@
+//! What librdkafka says, in the gateway's words and rate-limited: an unreachable cluster
+//! is one WARN line naming `kafka.brokers` and what was tried, then at most one line per
+//! interval with how many were held back, instead of librdkafka's own errors several
+//! times a second from every client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::telemetry::Throttle;
+
+/// How often a condition that persists is logged again.
+const REPEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The context of the gateway's Kafka clients (producer and admin), sharing one set of
+/// throttles so that two clients seeing one outage log it once.
+#[derive(Clone)]
+pub struct ClientLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    brokers: String,
+    unreachable: Throttle,
+    errors: Throttle,
+    logs: Throttle,
+}
+
+impl ClientLog {
+    /// The context for clients of `brokers` (`kafka.brokers`).
+    pub fn new(brokers: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                brokers: brokers.to_owned(),
+                unreachable: Throttle::new(REPEAT_INTERVAL),
+                errors: Throttle::new(REPEAT_INTERVAL),
+                logs: Throttle::new(REPEAT_INTERVAL),
+            }),
+        }
+    }
+}
+
+/// Errors that mean no broker can be reached.
+fn is_unreachable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::BrokerNotAvailable
+        )
+    )
+}
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                if let Some(held_back) = self.inner.logs.admit() {
+                    tracing::warn!(target: "librdkafka", fac, held_back, "librdkafka: {message}");
+                }
+            }
+            _ => tracing::debug!(target: "librdkafka", fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_unreachable(&error) {
+            if let Some(held_back) = self.inner.unreachable.admit() {
+                tracing::warn!(
+                    kafka.brokers = %self.inner.brokers,
+                    tried = reason,
+                    held_back,
+                    "Kafka is unreachable: no broker of kafka.brokers answers; retrying, and not ready until one does"
+                );
+            }
+        } else if let Some(held_back) = self.inner.errors.admit() {
+            tracing::error!(%error, reason, held_back, "Kafka client error");
+        }
+    }
+}
+
+/// `tail`'s consumer logs the same way.
+impl rdkafka::consumer::ConsumerContext for ClientLog {}
