@@ -13,7 +13,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const HEADER: &str = "x-hub-signature-256";
 
 const PREFIX: &str = "sha256=";
-const DIGEST_LEN: usize = 32;
+/// Bytes of an HMAC-SHA256 digest.
+pub const DIGEST_LEN: usize = 32;
 
 /// Why a notification's signature was not accepted. Each maps to a `reason` label of
 /// `waba_gateway_signature_failures_total`.
@@ -71,10 +72,21 @@ pub fn verify<'s>(
     body: &[u8],
 ) -> Result<SecretMatch, SignatureError> {
     let digest = parse_header(header.ok_or(SignatureError::Missing)?)?;
+    verify_digest(secrets, &digest, body)
+}
+
+/// Checks a digest already read from the header (see [`parse_header`]) against `body`, as
+/// [`verify`] does: the header is read before the body arrives, so that a request without
+/// a well-formed one is refused without reading it.
+pub fn verify_digest<'s>(
+    secrets: impl IntoIterator<Item = &'s [u8]>,
+    digest: &[u8; DIGEST_LEN],
+    body: &[u8],
+) -> Result<SecretMatch, SignatureError> {
     for (index, secret) in secrets.into_iter().enumerate() {
         let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
         mac.update(body);
-        if mac.verify_slice(&digest).is_ok() {
+        if mac.verify_slice(digest).is_ok() {
             return Ok(if index == 0 {
                 SecretMatch::Current
             } else {

@@ -123,8 +123,11 @@ impl ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),
                 );
             }
-            Self::BodyTooLarge(_) | Self::BodyTimeout | Self::BodyRead => {
-                // The rest of the body is not read: the connection cannot be reused.
+            Self::BodyTooLarge(_)
+            | Self::BodyTimeout
+            | Self::BodyRead
+            | Self::Signature(SignatureError::Missing | SignatureError::Malformed) => {
+                // The body (or its rest) is not read: the connection cannot be reused.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

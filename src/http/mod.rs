@@ -27,6 +27,7 @@ use crate::publish::Sink;
 use crate::routing::Routing;
 use crate::shutdown::Readiness;
 use crate::spool::Spool;
+use crate::telemetry::Throttle;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
 pub trait RequestBody:
@@ -83,8 +84,10 @@ pub struct Gateway {
     spool: Option<Arc<Spool>>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-    /// One permit per notification being read, verified and accepted.
+    /// One permit per notification being verified and accepted (its body read).
     in_flight: tokio::sync::Semaphore,
+    /// Rate limit of the log line for refused signatures.
+    refusals: Throttle,
 }
 
 impl Gateway {
@@ -127,6 +130,7 @@ impl Gateway {
             metrics,
             readiness,
             in_flight: tokio::sync::Semaphore::new(settings.server.max_in_flight_requests),
+            refusals: Throttle::new(Duration::from_secs(10)),
         }
     }
 
@@ -162,7 +166,7 @@ impl Gateway {
         let (route, result) = match (request.uri().path(), self.app(request.uri().path())) {
             (_, Some(app)) => match *request.method() {
                 Method::GET => ("webhook_verify", verify::verify(app, request.uri().query())),
-                Method::POST => ("webhook_notify", self.notify_within_cap(app, request).await),
+                Method::POST => ("webhook_notify", self.notify(app, request).await),
                 _ => (
                     "webhook_other",
                     Err(ApiError::MethodNotAllowed("GET, POST")),
@@ -173,22 +177,6 @@ impl Gateway {
             _ => ("not_found", Err(ApiError::NotFound)),
         };
         self.answer(route, started, result)
-    }
-
-    /// Takes a notification if fewer than `server.max_in_flight_requests` are in flight.
-    async fn notify_within_cap<B: RequestBody>(
-        &self,
-        app: &AppRoute,
-        request: Request<B>,
-    ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            self.metrics
-                .overload_refusals
-                .with_label_values(&[Cap::InFlight.label()])
-                .inc();
-            return Err(ApiError::Overloaded(Cap::InFlight));
-        };
-        self.notify(app, request).await
     }
 
     /// Answers a request on the admin listener.

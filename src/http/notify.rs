@@ -12,11 +12,11 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
-use super::{ApiError, AppRoute, Gateway, RequestBody, error};
+use super::{ApiError, AppRoute, Cap, Gateway, RequestBody, error};
 use crate::config::AckMode;
 use crate::envelope::{self, Record};
 use crate::publish::PublishError;
-use crate::signature;
+use crate::signature::{self, SignatureError};
 use crate::spool::SpoolError;
 
 impl Gateway {
@@ -25,8 +25,25 @@ impl Gateway {
         app: &AppRoute,
         request: Request<B>,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let (signature_header, body) = self.read_body(request).await?;
-        self.check_signature(app, signature_header.as_ref().map(|h| h.as_bytes()), &body)?;
+        // A missing or malformed signature is refused before the body is read (no
+        // `100 Continue`), so that such requests cost nothing while they stall.
+        let digest = request
+            .headers()
+            .get(signature::HEADER)
+            .ok_or(SignatureError::Missing)
+            .and_then(|header| signature::parse_header(header.as_bytes()))
+            .map_err(|error| self.refused(app, error))?;
+        // Reading a body takes no in-flight permit: a client that stalls mid-body holds
+        // only its connection, never the capacity that complete notifications need.
+        let body = self.read_body(request).await?;
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            self.metrics
+                .overload_refusals
+                .with_label_values(&[Cap::InFlight.label()])
+                .inc();
+            return Err(ApiError::Overloaded(Cap::InFlight));
+        };
+        self.check_signature(app, &digest, &body)?;
 
         let now = SystemTime::now();
         if let Some(spool) = &self.spool {
@@ -61,10 +78,7 @@ impl Gateway {
         Ok(error::text(StatusCode::OK, "accepted\n"))
     }
 
-    async fn read_body<B: RequestBody>(
-        &self,
-        request: Request<B>,
-    ) -> Result<(Option<http::HeaderValue>, Bytes), ApiError> {
+    async fn read_body<B: RequestBody>(&self, request: Request<B>) -> Result<Bytes, ApiError> {
         let limit = self.limits.max_body_bytes;
         let declared = request
             .headers()
@@ -74,11 +88,10 @@ impl Gateway {
         if declared.is_some_and(|length| length > limit) {
             return Err(ApiError::BodyTooLarge(limit));
         }
-        let signature_header = request.headers().get(signature::HEADER).cloned();
-        // Sized once from Content-Length when there is one, so that a large body is never
-        // copied while it grows.
+        // Sized once from Content-Length when the first bytes arrive, so that a large body
+        // is never copied while it grows, and a client that sends none reserves nothing.
         let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
-        let mut buffer = BytesMut::with_capacity(capacity);
+        let mut buffer = BytesMut::new();
         let body = request.into_body();
         let read = async {
             let mut body = std::pin::pin!(body);
@@ -88,6 +101,9 @@ impl Gateway {
                     if (buffer.len() + data.len()) as u64 > limit {
                         return Err(ApiError::BodyTooLarge(limit));
                     }
+                    if buffer.capacity() == 0 {
+                        buffer.reserve(capacity.max(data.len()));
+                    }
                     buffer.extend_from_slice(&data);
                 }
             }
@@ -96,33 +112,41 @@ impl Gateway {
         tokio::time::timeout(self.limits.request_timeout, read)
             .await
             .map_err(|_| ApiError::BodyTimeout)??;
-        Ok((signature_header, buffer.freeze()))
+        Ok(buffer.freeze())
     }
 
     fn check_signature(
         &self,
         app: &AppRoute,
-        header: Option<&[u8]>,
+        digest: &[u8; signature::DIGEST_LEN],
         body: &[u8],
     ) -> Result<(), ApiError> {
         let secrets = app.secrets.iter().map(|s| s.expose_secret().as_bytes());
-        match signature::verify(secrets, header, body) {
-            Ok(matched) => {
-                self.metrics
-                    .signature_matches
-                    .with_label_values(&[&app.name, matched.label()])
-                    .inc();
-                Ok(())
-            }
-            Err(error) => {
-                self.metrics
-                    .signature_failures
-                    .with_label_values(&[&app.name, error.reason()])
-                    .inc();
-                tracing::debug!(app = %app.name, reason = error.reason(), "notification refused: bad signature");
-                Err(error.into())
-            }
+        let matched = signature::verify_digest(secrets, digest, body)
+            .map_err(|error| self.refused(app, error))?;
+        self.metrics
+            .signature_matches
+            .with_label_values(&[&app.name, matched.label()])
+            .inc();
+        Ok(())
+    }
+
+    /// Counts a refused signature, and logs it at most once per interval: a flood of
+    /// forged requests is visible in the log without filling it.
+    fn refused(&self, app: &AppRoute, error: SignatureError) -> ApiError {
+        self.metrics
+            .signature_failures
+            .with_label_values(&[&app.name, error.reason()])
+            .inc();
+        if let Some(held_back) = self.refusals.admit() {
+            tracing::warn!(
+                app = %app.name,
+                reason = error.reason(),
+                held_back,
+                "notification refused: bad signature (X-Hub-Signature-256 missing, malformed or not made with the app secret)"
+            );
         }
+        error.into()
     }
 
     async fn publish(&self, app: &str, records: Vec<Record>) -> Result<(), ApiError> {

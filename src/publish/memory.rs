@@ -1,7 +1,7 @@
 //! An in-memory [`Publisher`] for handler tests: it records what it is given and can be told
 //! to fail the way Kafka does.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{BoxFuture, Delivery, PublishError, Publisher};
@@ -19,13 +19,17 @@ pub enum Behaviour {
     Hang,
     /// Refuse records for this topic as too large; accept the rest.
     RejectTopic(String),
+    /// Enqueue, and acknowledge once the behaviour changes again (a slow broker).
+    Hold,
 }
 
 /// Stores acknowledged records in order.
 #[derive(Debug, Default)]
 pub struct MemoryPublisher {
-    records: Mutex<Vec<Record>>,
+    records: Arc<Mutex<Vec<Record>>>,
     behaviour: Mutex<Behaviour>,
+    /// Bumped whenever the behaviour changes: what [`Behaviour::Hold`] waits for.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl MemoryPublisher {
@@ -37,6 +41,7 @@ impl MemoryPublisher {
     /// Changes how later records are answered.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.behaviour.lock().expect("lock is never poisoned") = behaviour;
+        self.changes.send_modify(|changes| *changes += 1);
     }
 
     /// Every acknowledged record so far.
@@ -69,6 +74,16 @@ impl Publisher for MemoryPublisher {
                 });
             }
             Behaviour::RejectTopic(_) => {}
+            Behaviour::Hold => {
+                let mut changes = self.changes.subscribe();
+                let records = self.records.clone();
+                let record = record.clone();
+                return Ok(Box::pin(async move {
+                    let _ = changes.changed().await;
+                    records.lock().expect("lock is never poisoned").push(record);
+                    Ok(())
+                }));
+            }
         }
         self.records
             .lock()

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use waba_gateway::publish::memory::Behaviour;
+
 use crate::helpers::*;
 
 /// Reads what the server sends until it closes the connection or `within` passes.
@@ -163,12 +165,17 @@ async fn connections_over_the_cap_get_503_and_are_closed_until_one_frees_up() {
 #[tokio::test]
 async fn requests_over_the_in_flight_cap_get_503_and_the_others_finish() {
     let app = spawn_app(&[("WABA_GATEWAY__SERVER__MAX_IN_FLIGHT_REQUESTS", "2")]).await;
+    let memory = app.memory.clone().expect("memory");
     let body = fixture("messages_text.json");
-    // Two notifications whose bodies are still on their way hold both places.
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        slow.push(stalled_post(app.addr, &body).await);
-    }
+    // Two notifications waiting for a slow Kafka hold both places.
+    memory.set_behaviour(Behaviour::Hold);
+    let url = app.url("/webhook");
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { post_signed(&url, &body, SECRET).await })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let refused = app.notify(&body).await;
@@ -183,6 +190,24 @@ async fn requests_over_the_in_flight_cap_get_503_and_the_others_finish() {
     // Health checks are not notifications and are never refused.
     assert_eq!(get(&app.url("/healthz")).await.status, 200);
 
+    memory.set_behaviour(Behaviour::Accept);
+    for answer in waiting {
+        assert_eq!(answer.await.expect("task").status, 200);
+    }
+    assert_eq!(app.notify(&body).await.status, 200);
+    assert_eq!(memory.records().len(), 3);
+}
+
+#[tokio::test]
+async fn bodies_still_on_their_way_take_no_in_flight_place() {
+    let app = spawn_app(&[("WABA_GATEWAY__SERVER__MAX_IN_FLIGHT_REQUESTS", "2")]).await;
+    let body = fixture("messages_text.json");
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(stalled_post(app.addr, &body).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.notify(&body).await.status, 200);
     for stream in &mut slow {
         stream.write_all(&body[10..]).await.expect("write");
         let mut answer = vec![0; 4096];
@@ -190,6 +215,5 @@ async fn requests_over_the_in_flight_cap_get_503_and_the_others_finish() {
         let answer = String::from_utf8_lossy(&answer[..read]);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
-    assert_eq!(app.notify(&body).await.status, 200);
-    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 3);
+    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 5);
 }

@@ -139,3 +139,36 @@ async fn a_full_run_at_trace_level_logs_no_secret_signature_payload_or_phone_num
         assert_nothing_secret(format, &log, &signatures);
     }
 }
+
+/// Refused signatures are logged, not only counted, but a flood of them is one line per
+/// interval that says how many were held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_signatures_are_logged_once_per_interval() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut serve = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", LOG_SECRET),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", LOG_TOKEN),
+        ],
+    );
+    serve.wait_ready().await;
+    let url = serve.url();
+    for n in 0..30 {
+        let headers: &[(&str, &str)] = if n % 2 == 0 {
+            &[]
+        } else {
+            &[("x-hub-signature-256", "sha256=not-hex")]
+        };
+        assert_eq!(post(&url, &notification(), headers).await.status, 401);
+    }
+    assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
+    let log = serve.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("notification refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].contains(r#"reason="missing""#), "{}", refused[0]);
+    assert!(refused[0].contains("held_back=0"), "{}", refused[0]);
+}

@@ -13,6 +13,7 @@ mod meta_payloads;
 mod notify;
 mod properties;
 mod spool;
+mod stalled;
 mod subscriptions;
 mod tls;
 mod verify;
