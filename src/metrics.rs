@@ -85,6 +85,9 @@ metrics! {
     /// `waba_gateway_overload_refusals_total{limit}`: 503s of the caps
     /// (`connections`, `in_flight`).
     overload_refusals: IntCounterVec = counters("waba_gateway_overload_refusals_total", "Requests answered 503 because a cap was reached: server.max_connections (connections) or server.max_in_flight_requests (in_flight).", &["limit"]);
+    /// `waba_gateway_source_refusals_total`: requests from outside
+    /// `server.allowed_source_cidrs`.
+    source_refusals: IntCounter = IntCounter::new("waba_gateway_source_refusals_total", "Requests to an app's path answered 403 because their source is outside server.allowed_source_cidrs.");
     /// `waba_gateway_tls_handshake_failures_total{reason}`.
     tls_handshake_failures: IntCounterVec = counters("waba_gateway_tls_handshake_failures_total", "TLS handshakes that failed on the webhook listener, by reason.", &["reason"]);
     /// `waba_gateway_tls_reloads_total{outcome}`: certificate reloads (`ok`, `error`).

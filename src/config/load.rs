@@ -198,23 +198,33 @@ fn read_secret(
     }
 }
 
-pub(super) fn secret_list<'de, D: Deserializer<'de>>(
+/// A list given as a list, or as one comma-separated string (as environment variables
+/// give it).
+pub(super) fn string_list<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<Vec<SecretString>, D::Error> {
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         Joined(String),
         List(Vec<String>),
     }
-    let secrets = match OneOrMany::deserialize(deserializer)? {
+    Ok(match OneOrMany::deserialize(deserializer)? {
         OneOrMany::Joined(joined) => joined
             .split(',')
             .map(str::trim)
-            .filter(|secret| !secret.is_empty())
+            .filter(|item| !item.is_empty())
             .map(str::to_owned)
             .collect(),
         OneOrMany::List(list) => list,
-    };
-    Ok(secrets.into_iter().map(SecretString::from).collect())
+    })
+}
+
+pub(super) fn secret_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SecretString>, D::Error> {
+    Ok(string_list(deserializer)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
 }

@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub use crate::tls::{META_CLIENT_NAME, TlsSettings};
-use load::secret_list;
+use load::{secret_list, string_list};
 pub use redact::{LibrdkafkaProperties, is_shown_property};
 use redact::{redact_list, redact_option};
 pub use unknown::misnamed_variables;
@@ -81,6 +81,16 @@ pub struct ServerSettings {
     /// Notifications being read, verified and accepted at once; one more gets 503. Bounds
     /// memory: at most `max_in_flight_requests` × `max_body_bytes` of bodies.
     pub max_in_flight_requests: usize,
+    /// Source networks allowed to call the apps' paths, such as `"173.252.64.0/18"` or a
+    /// single address (a comma-separated string by environment). Empty, the default,
+    /// allows every source. `/healthz` and `/readyz` are never filtered.
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_source_cidrs: Vec<String>,
+    /// Networks of the load balancers in front of the gateway: for a connection from one
+    /// of them, the client is the last address of `X-Forwarded-For` that is not itself a
+    /// trusted proxy. Only used with `allowed_source_cidrs`.
+    #[serde(deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
     /// HTTPS served by the gateway itself, optionally with Meta's mTLS client certificate.
     pub tls: Option<TlsSettings>,
 }
@@ -94,6 +104,8 @@ impl Default for ServerSettings {
             request_timeout_ms: 10_000,
             max_connections: 4096,
             max_in_flight_requests: 256,
+            allowed_source_cidrs: Vec::new(),
+            trusted_proxies: Vec::new(),
             tls: None,
         }
     }
@@ -385,4 +397,14 @@ impl<'de> Deserialize<'de> for LogFormat {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         one_of(deserializer, &[("text", Self::Text), ("json", Self::Json)])
     }
+}
+
+/// A network written as a CIDR (`"173.252.64.0/18"`) or a single address (`"10.0.0.7"`).
+pub fn network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }

@@ -305,8 +305,9 @@ fn every_unknown_key_is_named_in_one_run_with_where_it_was_written() {
             format!("kafka.broker ({name} line 8) is not a setting: did you mean \"brokers\"?"),
             format!(
                 "server.listen_addr ({name} line 2) is not a setting: the keys here are \
-                 header_read_timeout_ms, listen, max_body_bytes, max_connections, \
-                 max_in_flight_requests, request_timeout_ms, tls"
+                 allowed_source_cidrs, header_read_timeout_ms, listen, max_body_bytes, \
+                 max_connections, max_in_flight_requests, request_timeout_ms, tls, \
+                 trusted_proxies"
             ),
             format!(
                 "server.max_body_byte ({name} line 3) is not a setting: did you mean \
@@ -351,4 +352,28 @@ fn variables_with_one_underscore_after_the_prefix_are_warned_of() {
              WABA_GATEWAY__ (two underscores), as in WABA_GATEWAY__SERVER__LISTEN",
         ]
     );
+}
+
+#[test]
+fn source_networks_must_be_networks_and_proxies_need_an_allowlist() {
+    let allowed = "WABA_GATEWAY__SERVER__ALLOWED_SOURCE_CIDRS";
+    let trusted = "WABA_GATEWAY__SERVER__TRUSTED_PROXIES";
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[(allowed, "173.252.64.0/18, meta")],
+            "server.allowed_source_cidrs: \"meta\" is not a network",
+        ),
+        (
+            &[(allowed, "10.0.0.0/8"), (trusted, "10.0.0.0/33")],
+            "server.trusted_proxies: \"10.0.0.0/33\" is not a network",
+        ),
+        (
+            &[(trusted, "10.0.0.0/8")],
+            "server.trusted_proxies is set without server.allowed_source_cidrs",
+        ),
+    ];
+    for (pairs, expected) in cases {
+        let message = env_problems(pairs);
+        assert!(message.contains(expected), "{expected} in:\n{message}");
+    }
 }

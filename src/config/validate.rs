@@ -79,6 +79,27 @@ impl Settings {
                 self.admin.listen, server.listen
             ));
         }
+        for (key, networks) in [
+            ("server.allowed_source_cidrs", &server.allowed_source_cidrs),
+            ("server.trusted_proxies", &server.trusted_proxies),
+        ] {
+            for text in networks
+                .iter()
+                .filter(|text| super::network(text).is_none())
+            {
+                problems.push(format!(
+                    "{key}: {text:?} is not a network: write a CIDR such as \
+                     \"173.252.64.0/18\" or an address such as \"10.0.0.7\""
+                ));
+            }
+        }
+        if server.allowed_source_cidrs.is_empty() && !server.trusted_proxies.is_empty() {
+            problems.push(
+                "server.trusted_proxies is set without server.allowed_source_cidrs, where it \
+                 has no effect: set both, or leave both out"
+                    .to_owned(),
+            );
+        }
         if let Some(problem) = log_level_problem(&self.log.level) {
             problems.push(problem);
         }

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// A verification request without `hub.mode`, `hub.verify_token` or `hub.challenge`.
     #[error("hub.mode, hub.verify_token and hub.challenge are all required")]
     VerifyParametersMissing,
+    /// A request from a client outside `server.allowed_source_cidrs`.
+    #[error("this source may not call the webhook")]
+    SourceNotAllowed,
     /// A verification request with the wrong mode or token.
     #[error("verification refused")]
     VerifyRefused,
@@ -83,7 +86,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::VerifyParametersMissing | Self::BodyRead => StatusCode::BAD_REQUEST,
-            Self::VerifyRefused => StatusCode::FORBIDDEN,
+            Self::VerifyRefused | Self::SourceNotAllowed => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,

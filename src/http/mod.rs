@@ -7,9 +7,11 @@
 mod error;
 mod notify;
 mod server;
+mod source;
 mod verify;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use secrecy::SecretString;
 
 pub use error::{ApiError, Cap};
 pub use server::{Serving, serve};
+pub use source::{Peer, SourceFilter};
 
 use crate::config::{AckMode, Settings};
 use crate::metrics::Metrics;
@@ -88,6 +91,10 @@ pub struct Gateway {
     in_flight: tokio::sync::Semaphore,
     /// Rate limit of the log line for refused signatures.
     refusals: Throttle,
+    /// `server.allowed_source_cidrs`, when set.
+    sources: Option<SourceFilter>,
+    /// Rate limit of the log line for refused sources.
+    source_refusals: Throttle,
 }
 
 impl Gateway {
@@ -131,6 +138,8 @@ impl Gateway {
             readiness,
             in_flight: tokio::sync::Semaphore::new(settings.server.max_in_flight_requests),
             refusals: Throttle::new(Duration::from_secs(10)),
+            sources: SourceFilter::new(&settings.server),
+            source_refusals: Throttle::new(Duration::from_secs(10)),
         }
     }
 
@@ -160,14 +169,38 @@ impl Gateway {
         })
     }
 
+    /// Refuses an app's request from a client outside the allowlist.
+    fn check_source<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
+        let (Some(sources), Some(Peer(peer))) = (&self.sources, request.extensions().get()) else {
+            return Ok(());
+        };
+        let client = sources.client(*peer, request.headers());
+        if sources.allows(client) {
+            Ok(())
+        } else {
+            self.source_refused(client);
+            Err(ApiError::SourceNotAllowed)
+        }
+    }
+
+    fn source_refused(&self, source: IpAddr) {
+        self.metrics.source_refusals.inc();
+        if let Some(held_back) = self.source_refusals.admit() {
+            tracing::warn!(%source, held_back, "refused a source outside server.allowed_source_cidrs");
+        }
+    }
+
     /// Answers a request on the public listener.
     async fn handle_public<B: RequestBody>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let (route, result) = match (request.uri().path(), self.app(request.uri().path())) {
-            (_, Some(app)) => match *request.method() {
-                Method::GET => ("webhook_verify", verify::verify(app, request.uri().query())),
-                Method::POST => ("webhook_notify", self.notify(app, request).await),
-                _ => (
+            (_, Some(app)) => match (self.check_source(&request), request.method()) {
+                (Err(refused), _) => ("webhook_refused", Err(refused)),
+                (Ok(()), &Method::GET) => {
+                    ("webhook_verify", verify::verify(app, request.uri().query()))
+                }
+                (Ok(()), &Method::POST) => ("webhook_notify", self.notify(app, request).await),
+                (Ok(()), _) => (
                     "webhook_other",
                     Err(ApiError::MethodNotAllowed("GET, POST")),
                 ),

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::{Cap, Gateway, Listener};
+use super::{Cap, Gateway, Listener, Peer};
 use crate::metrics::Metrics;
 use crate::tls::{self, Tls};
 
@@ -141,8 +141,12 @@ impl Connection {
             watcher,
             permit: _permit,
         } = self;
-        let service = service_fn(move |request| {
+        let peer = stream.peer_addr().ok().map(|addr| Peer(addr.ip()));
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let gateway = gateway.clone();
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
         });
         let served = match tls {

@@ -12,6 +12,7 @@ mod logs;
 mod meta_payloads;
 mod notify;
 mod properties;
+mod sources;
 mod spool;
 mod stalled;
 mod subscriptions;
