@@ -21,6 +21,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// What the gateway says it is, to Graph and to callback URLs.
+const USER_AGENT: &str = concat!("waba-gateway/", env!("CARGO_PKG_VERSION"));
+
 /// Graph error codes that mean "slow down": application, WABA and pair rate limits.
 pub const THROTTLING_CODES: &[i64] = &[4, 80007, 80008, 130429];
 
@@ -50,6 +53,8 @@ pub enum GraphError {
         code: i64,
         /// Graph's `error_subcode`.
         subcode: Option<i64>,
+        /// Graph's `is_transient`: the same call may work if made again.
+        transient: bool,
         /// Graph's `fbtrace_id`, for Meta support.
         fbtrace_id: String,
     },
@@ -89,6 +94,67 @@ pub enum GraphError {
         /// The start of the body.
         snippet: String,
     },
+}
+
+impl GraphError {
+    /// Whether the same call may work if made again after a pause: throttling, Graph's
+    /// `is_transient` or its codes 1 (unknown) and 2 (service), and server errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api {
+                code, transient, ..
+            } => *transient || THROTTLING_CODES.contains(code) || TRANSIENT_CODES.contains(code),
+            Self::Unexpected { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Graph error codes that mean "try again": an unknown error and a temporary service issue.
+pub const TRANSIENT_CODES: &[i64] = &[1, 2];
+
+/// What `debug_token` says of the access token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TokenInfo {
+    /// The app the token belongs to.
+    #[serde(default)]
+    pub app_id: String,
+    /// Whether Graph still accepts it.
+    #[serde(default)]
+    pub is_valid: bool,
+    /// Unix time it expires at; 0 for never.
+    #[serde(default)]
+    pub expires_at: i64,
+    /// The permissions it carries.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Whether `base_url` may carry the access token: `https`, or plain `http` to a loopback
+/// address only (tests, a local fake).
+pub fn check_base_url(base_url: &str) -> Result<(), String> {
+    let uri: http::Uri = base_url
+        .parse()
+        .map_err(|_| format!("graph.base_url = {base_url:?} is not a URL"))?;
+    let loopback = match uri.host().map(|host| host.trim_matches(['[', ']'])) {
+        Some("localhost") => true,
+        Some(host) => host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    };
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(format!(
+            "graph.base_url = {base_url:?} must be https:// (every call carries the access \
+             token); plain http is allowed only to a loopback address, for tests"
+        )),
+    }
+}
+
+fn subscribed_apps(waba_id: &str) -> String {
+    format!("{waba_id}/subscribed_apps")
 }
 
 /// One app subscribed to a WABA, as `list` shows it.
@@ -144,7 +210,9 @@ impl GraphClient {
                 "verify_token": verify_token.expose_secret(),
             })
         });
-        self.call(Method::POST, waba_id, body).await.map(drop)
+        self.call(Method::POST, &subscribed_apps(waba_id), body)
+            .await
+            .map(drop)
     }
 
     /// GET `subscribed_apps`.
@@ -169,7 +237,9 @@ impl GraphClient {
             #[serde(default)]
             link: String,
         }
-        let value = self.call(Method::GET, waba_id, None).await?;
+        let value = self
+            .call(Method::GET, &subscribed_apps(waba_id), None)
+            .await?;
         let listing: Listing =
             serde_json::from_value(value.clone()).map_err(|_| GraphError::Unexpected {
                 status: 200,
@@ -187,18 +257,87 @@ impl GraphClient {
             .collect())
     }
 
+    /// GET `debug_token` for the client's own token: which app it belongs to, whether it is
+    /// valid, when it expires.
+    pub async fn debug_token(&self) -> Result<TokenInfo, GraphError> {
+        #[derive(Deserialize)]
+        struct Debugged {
+            data: TokenInfo,
+        }
+        let query: String = form_query(&[("input_token", self.token.expose_secret())]);
+        let value = self
+            .call(Method::GET, &format!("debug_token?{query}"), None)
+            .await?;
+        serde_json::from_value::<Debugged>(value.clone())
+            .map(|debugged| debugged.data)
+            .map_err(|_| GraphError::Unexpected {
+                status: 200,
+                snippet: snippet(value.to_string().as_bytes()),
+            })
+    }
+
+    /// A plain `GET` of `url`, without the access token (for a callback URL's handshake):
+    /// the status and the body.
+    pub async fn probe(&self, url: &str) -> Result<(u16, Bytes), GraphError> {
+        let request = Request::get(url).header(header::USER_AGENT, USER_AGENT);
+        let (status, _, body) = self.exchange(url, request, Bytes::new()).await?;
+        Ok((status.as_u16(), body))
+    }
+
+    /// Sends one request and reads the whole answer within the timeout. Errors name `url`
+    /// without its query, which may carry a token.
+    async fn exchange(
+        &self,
+        url: &str,
+        request: http::request::Builder,
+        payload: Bytes,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), GraphError> {
+        let shown = url.split('?').next().unwrap_or_default();
+        let network = |reason: String| GraphError::Network {
+            url: shown.to_owned(),
+            reason,
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|error| network(format!("invalid request: {error}")))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|error| network(cause(&error)))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|error| network(error.to_string()))?
+                .to_bytes();
+            Ok((parts.status, parts.headers, body))
+        };
+        tokio::time::timeout(self.retry.timeout, exchange)
+            .await
+            .map_err(|_| {
+                network(format!(
+                    "no answer within {} s",
+                    self.retry.timeout.as_secs()
+                ))
+            })?
+    }
+
     /// DELETE `subscribed_apps`.
     pub async fn unsubscribe(&self, waba_id: &str) -> Result<(), GraphError> {
-        self.call(Method::DELETE, waba_id, None).await.map(drop)
+        self.call(Method::DELETE, &subscribed_apps(waba_id), None)
+            .await
+            .map(drop)
     }
 
     async fn call(
         &self,
         method: Method,
-        waba_id: &str,
+        path: &str,
         body: Option<Value>,
     ) -> Result<Value, GraphError> {
-        let url = format!("{}/{}/subscribed_apps", self.base, waba_id);
+        let url = format!("{}/{path}", self.base);
         let started = Instant::now();
         let mut waited = Duration::ZERO;
         let mut attempt = 0;
@@ -212,9 +351,7 @@ impl GraphClient {
                         regain_access_minutes,
                     } => (error, regain_access_minutes),
                 };
-            let throttled =
-                matches!(&error, GraphError::Api { code, .. } if THROTTLING_CODES.contains(code));
-            if !throttled {
+            if !error.is_retryable() {
                 return Err(error);
             }
             let backoff = self.backoff(attempt);
@@ -235,7 +372,8 @@ impl GraphClient {
             tracing::warn!(
                 attempt,
                 delay_ms = delay.as_millis() as u64,
-                "Graph API throttled the call; retrying"
+                %error,
+                "Graph API is throttling or failed for a moment; retrying"
             );
             tokio::time::sleep(delay).await;
             waited += delay;
@@ -258,13 +396,12 @@ impl GraphClient {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Answer, GraphError> {
-        let network = |reason: String| GraphError::Network {
-            url: url.to_owned(),
-            reason,
-        };
         let mut authorization =
             HeaderValue::try_from(format!("Bearer {}", self.token.expose_secret())).map_err(
-                |_| network("the access token has characters a header cannot carry".into()),
+                |_| GraphError::Network {
+                    url: url.split('?').next().unwrap_or_default().to_owned(),
+                    reason: "the access token has characters a header cannot carry".into(),
+                },
             )?;
         authorization.set_sensitive(true);
         let mut request = Request::builder()
@@ -272,10 +409,7 @@ impl GraphClient {
             .uri(url)
             .header(header::AUTHORIZATION, authorization)
             .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("waba-gateway/", env!("CARGO_PKG_VERSION")),
-            );
+            .header(header::USER_AGENT, USER_AGENT);
         let payload = match body {
             Some(body) => {
                 request = request.header(header::CONTENT_TYPE, "application/json");
@@ -283,38 +417,11 @@ impl GraphClient {
             }
             None => Bytes::new(),
         };
-        let request = request
-            .body(Full::new(payload))
-            .map_err(|error| network(format!("invalid request: {error}")))?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|error| {
-                network(match std::error::Error::source(&error) {
-                    Some(source) => source.to_string(),
-                    None => error.to_string(),
-                })
-            })?;
-            let status = response.status();
-            let usage = response
-                .headers()
-                .get("x-business-use-case-usage")
-                .and_then(|value| value.to_str().ok())
-                .and_then(regain_access_minutes);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|error| network(error.to_string()))?
-                .to_bytes();
-            Ok::<_, GraphError>((status, usage, body))
-        };
-        let (status, usage, body) = tokio::time::timeout(self.retry.timeout, exchange)
-            .await
-            .map_err(|_| {
-                network(format!(
-                    "no answer within {} s",
-                    self.retry.timeout.as_secs()
-                ))
-            })??;
+        let (status, headers, body) = self.exchange(url, request, payload).await?;
+        let usage = headers
+            .get("x-business-use-case-usage")
+            .and_then(|value| value.to_str().ok())
+            .and_then(regain_access_minutes);
         let value: Option<Value> = serde_json::from_slice(&body).ok();
         if let Some(error) = value.as_ref().and_then(|v| v.get("error")) {
             return Ok(Answer::Failure {
@@ -322,12 +429,18 @@ impl GraphClient {
                 regain_access_minutes: usage,
             });
         }
+        let unexpected = || GraphError::Unexpected {
+            status: status.as_u16(),
+            snippet: snippet(&body),
+        };
         match value {
             Some(value) if status.is_success() => Ok(Answer::Success(value)),
-            _ => Err(GraphError::Unexpected {
-                status: status.as_u16(),
-                snippet: snippet(&body),
+            // A server error may pass: retried like a transient Graph error.
+            _ if status.is_server_error() => Ok(Answer::Failure {
+                error: unexpected(),
+                regain_access_minutes: usage,
             }),
+            _ => Err(unexpected()),
         }
     }
 }
@@ -386,6 +499,10 @@ fn api_error(error: &Value) -> GraphError {
             .unwrap_or("(no message)")
             .to_owned(),
         code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+        transient: error
+            .get("is_transient")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         subcode: error.get("error_subcode").and_then(Value::as_i64),
         fbtrace_id: error
             .get("fbtrace_id")
@@ -406,6 +523,27 @@ pub fn regain_access_minutes(header: &str) -> Option<u64> {
         .flatten()
         .filter_map(|entry| entry.get("estimated_time_to_regain_access")?.as_u64())
         .max()
+}
+
+/// What made a request fail, in the words of the deepest error that says.
+fn cause(error: &hyper_util::client::legacy::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(source) => source.to_string(),
+        None => error.to_string(),
+    }
+}
+
+/// `name=value&…`, percent-encoded.
+pub fn form_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let value =
+                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+            format!("{name}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn snippet(body: &[u8]) -> String {

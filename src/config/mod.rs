@@ -286,6 +286,8 @@ pub struct GraphSettings {
     pub base_url: String,
     /// Graph API version path segment.
     pub api_version: String,
+    /// This app's id, for `subscriptions doctor`; empty: the access token's own app.
+    pub app_id: String,
     /// System-user access token with `whatsapp_business_management`.
     #[serde(serialize_with = "redact_option")]
     pub access_token: Option<SecretString>,
@@ -306,6 +308,7 @@ impl Default for GraphSettings {
         Self {
             base_url: "https://graph.facebook.com".to_owned(),
             api_version: "v24.0".to_owned(),
+            app_id: String::new(),
             access_token: None,
             access_token_file: None,
             timeout_ms: 30_000,

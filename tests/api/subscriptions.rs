@@ -486,3 +486,202 @@ async fn usage_errors_exit_2_and_a_missing_token_exits_78() {
     );
     assert!(graph.seen().is_empty());
 }
+
+const APP_ID: &str = "1234567890123";
+
+fn token_info(valid: bool) -> Scripted {
+    ok(&format!(
+        r#"{{"data":{{"app_id":"{APP_ID}","type":"SYSTEM_USER","application":"Shop","is_valid":{valid},"expires_at":0,"scopes":["whatsapp_business_management","whatsapp_business_messaging"]}}}}"#
+    ))
+}
+
+fn subscribed(apps: &[(&str, &str)]) -> Scripted {
+    let data: Vec<String> = apps
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                r#"{{"whatsapp_business_api_data":{{"name":"{name}","id":"{id}","link":"https://www.facebook.com/games/?app_id={id}"}}}}"#
+            )
+        })
+        .collect();
+    ok(&format!(r#"{{"data":[{}]}}"#, data.join(",")))
+}
+
+/// Runs the doctor against the fake Graph API and the gateway's own verification endpoint.
+async fn doctor(graph: &FakeGraph, callback: &str, verify_token: &str, json: bool) -> Output {
+    let json = if json { " --json" } else { "" };
+    graph
+        .run(
+            &format!(
+                "subscriptions doctor --waba-id {WABA} --token {TOKEN} --callback-url {callback}{json}"
+            ),
+            &[("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", verify_token)],
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_every_check_for_a_subscribed_app_and_a_working_endpoint() {
+    let app = crate::helpers::spawn_app(&[]).await;
+    let callback = app.url("/webhook");
+    let graph = FakeGraph::start(vec![token_info(true), subscribed(&[(APP_ID, "Shop")])]).await;
+    let output = doctor(&graph, &callback, crate::helpers::VERIFY_TOKEN, false).await;
+    eprintln!("doctor, passing:\n{}", stdout(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(lines.iter().all(|line| line.starts_with('✓')), "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!("valid, for app {APP_ID}")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(&format!("app {APP_ID} (Shop) is subscribed")),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("the account has no override"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].contains("echoed the challenge"), "{}", lines[3]);
+    let seen = graph.seen();
+    assert_eq!(seen[0].path, "/v24.0/debug_token");
+    assert_eq!(seen[1].path, format!("/v24.0/{WABA}/subscribed_apps"));
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_when_only_another_app_is_subscribed() {
+    let app = crate::helpers::spawn_app(&[]).await;
+    let graph = FakeGraph::start(vec![
+        token_info(true),
+        subscribed(&[("999000111", "Another CRM")]),
+    ])
+    .await;
+    let output = doctor(
+        &graph,
+        &app.url("/webhook"),
+        crate::helpers::VERIFY_TOKEN,
+        false,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "✗ app subscribed: app {APP_ID} is not subscribed to WABA {WABA}; subscribed: 999000111 (Another CRM)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "fix: waba-gateway subscriptions add --waba-id {WABA}"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_the_handshake_with_a_wrong_verify_token() {
+    let app = crate::helpers::spawn_app(&[]).await;
+    let graph = FakeGraph::start(vec![token_info(true), subscribed(&[(APP_ID, "Shop")])]).await;
+    let output = doctor(&graph, &app.url("/webhook"), "not-the-token", true).await;
+    assert_eq!(output.status.code(), Some(1));
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("JSON");
+    let handshake = &checks[3];
+    assert_eq!(handshake["check"], "verification handshake");
+    assert_eq!(handshake["ok"], false);
+    assert!(
+        handshake["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("refused apps.default's verify token (403)"),
+        "{handshake}"
+    );
+    assert!(
+        handshake["fix"]
+            .as_str()
+            .expect("fix")
+            .contains("set apps.default.verify_token"),
+        "{handshake}"
+    );
+    assert!(
+        checks[..3].iter().all(|check| check["ok"] == true),
+        "{checks:?}"
+    );
+    assert!(!stdout(&output).contains("not-the-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_at_once_on_an_expired_token() {
+    let graph = FakeGraph::start(vec![graph_error(
+        400,
+        190,
+        "Error validating access token: Session has expired",
+    )])
+    .await;
+    let output = doctor(&graph, "http://127.0.0.1:9/webhook", "t", false).await;
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    eprintln!("doctor, expired token:\n{text}");
+    assert_eq!(text.lines().count(), 2, "one check and its fix:\n{text}");
+    assert!(
+        text.starts_with(
+            "✗ access token: does not work: Error validating access token: Session has expired"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("fix: create a new system-user token"),
+        "{text}"
+    );
+    assert_eq!(graph.seen().len(), 1, "nothing else is asked");
+    assert_token_never_shown(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_that_would_send_the_token_in_clear_is_refused() {
+    let output = crate::helpers::binary()
+        .args(["subscriptions", "list", "--waba-id", WABA, "--token", TOKEN])
+        .env("WABA_GATEWAY__GRAPH__BASE_URL", "http://graph.example.com")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("must be https://"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_graph_errors_and_server_errors_are_retried() {
+    let graph = FakeGraph::start(vec![
+        (
+            500,
+            vec![],
+            r#"{"error":{"message":"An unexpected error has occurred. Please retry your request later.","type":"OAuthException","is_transient":true,"code":2,"fbtrace_id":"T1"}}"#.to_owned(),
+        ),
+        (502, vec![], "<html>Bad Gateway</html>".to_owned()),
+        subscribed(&[(APP_ID, "Shop")]),
+    ])
+    .await;
+    let output = graph
+        .run(
+            &format!("subscriptions list --waba-id {WABA} --token {TOKEN} --json"),
+            &[],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(graph.seen().len(), 3);
+    assert!(stdout(&output).contains(APP_ID));
+}
