@@ -19,6 +19,7 @@ pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod publish;
+pub mod replay;
 pub mod routing;
 pub mod shutdown;
 pub mod signature;

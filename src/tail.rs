@@ -52,13 +52,7 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
     config
         .set("group.id", "waba-gateway-tail")
         .set("enable.auto.commit", "false");
-    let log = ClientLog::new(config.get("bootstrap.servers").unwrap_or_default());
-    let consumer: BaseConsumer<ClientLog> = config.create_with_context(log).map_err(|error| {
-        anyhow::anyhow!(
-            "creating the Kafka consumer: {}",
-            crate::publish::kafka::describe(&error)
-        )
-    })?;
+    let consumer = crate::publish::client_log::consumer(&config)?;
     let start = if options.from_beginning {
         Offset::Beginning
     } else {

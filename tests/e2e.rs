@@ -181,3 +181,120 @@ async fn the_spool_forwards_every_acknowledged_notification_to_the_broker() {
     assert_eq!(received, sent);
     assert_eq!(gateway.signal("TERM").code(), Some(0));
 }
+
+/// Produces `letters` to the dead-letter topic the way an earlier gateway wrote them: the
+/// raw body as value, `wa-app`, `wa-error` and `wa-received-at`.
+fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let config = {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        config
+    };
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("an admin client");
+    let topic = NewTopic::new("whatsapp.deadletter", 1, TopicReplication::Fixed(1));
+    let created = futures_executor(admin.create_topics([&topic], &AdminOptions::new()));
+    created.expect("created");
+    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("a producer");
+    for (body, reason) in letters {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "wa-app",
+                value: Some("default"),
+            })
+            .insert(Header {
+                key: "wa-error",
+                value: Some(*reason),
+            })
+            .insert(Header {
+                key: "wa-received-at",
+                value: Some("2026-11-20T10:00:00.000Z"),
+            });
+        producer
+            .send(
+                BaseRecord::<(), [u8]>::to("whatsapp.deadletter")
+                    .payload(body)
+                    .headers(headers),
+            )
+            .map_err(|(error, _)| error)
+            .expect("enqueued");
+    }
+    producer.flush(Duration::from_secs(10)).expect("written");
+}
+
+fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+/// Runs `replay --from deadletter` against `brokers`; it must succeed. Returns its output.
+fn replay(brokers: &str) -> String {
+    let output = binary()
+        .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
+        .env("WABA_GATEWAY__KAFKA__BROKERS", brokers)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
+    let Some(broker) = Tansu::start() else { return };
+    // An earlier gateway sent a notification holding a number beyond a double to the
+    // dead-letter topic; today it splits. Bytes that are not JSON still do not.
+    let notification = br#"{"object":"whatsapp_business_account","entry":[{"id":"310987654321001","time":1763770001,"changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"420123456789002"},"statuses":[{"id":"wamid.REPLAY1","status":"read","timestamp":"1763770001","recipient_id":"4915112345678","pricing":{"rate":1e309}}]}}]}]}"#;
+    write_dead_letters(
+        &broker.address,
+        &[
+            (&notification[..], "number_out_of_range"),
+            (b"<notification/>", "invalid_json"),
+        ],
+    );
+
+    let first = replay(&broker.address);
+    assert_eq!(
+        first.trim(),
+        "read 2 dead letters: 1 replayed as 1 records, 1 still failing (invalid_json: 1)"
+    );
+    let records = consume(&broker.address, &["whatsapp.messages"], 1);
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(
+        record.headers.get("wa-replayed-from").map(String::as_str),
+        Some("whatsapp.deadletter/0/0")
+    );
+    // The same records and event ids a live POST of the same body gets.
+    let live = waba_gateway::envelope::to_records(
+        &waba_gateway::config::KafkaSettings::default().routing(),
+        "default",
+        notification,
+        std::time::SystemTime::now(),
+    );
+    assert_eq!(live.deadletter, None);
+    assert_eq!(live.records.len(), 1);
+    assert_eq!(
+        Some(record.event_id()),
+        live.records[0].header("wa-event-id")
+    );
+    assert_eq!(record.key.as_deref(), live.records[0].key.as_deref());
+    assert_eq!(
+        envelope_value_bytes(&record.value),
+        envelope_value_bytes(&live.records[0].value)
+    );
+
+    // Its group's committed offsets: a second run finds nothing new to publish.
+    let second = replay(&broker.address);
+    assert_eq!(
+        second.trim(),
+        "read 0 dead letters: 0 replayed as 0 records, 0 still failing"
+    );
+    assert_eq!(consume(&broker.address, &["whatsapp.messages"], 1).len(), 1);
+}

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error (clap), 78 (`EX_CONFIG`) bad
 //! configuration.
 
+mod readers;
 mod subscriptions;
 
 use std::io::{Read, Write};
@@ -15,8 +16,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::{App, Dependencies};
 use crate::config::{ConfigError, Settings};
-use crate::publish::kafka::KafkaOptions;
-use crate::tail::{Selection, TailOptions};
 
 /// `EX_CONFIG` from sysexits.h.
 pub const EXIT_CONFIG: u8 = 78;
@@ -90,6 +89,23 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_records: Option<u64>,
     },
+    /// Re-run dead letters through the current split: what now splits is published to its
+    /// topics (header wa-replayed-from), what still fails is counted and left.
+    #[command(after_help = "Examples:
+  waba-gateway replay --from deadletter --dry-run            # count what would come back
+  waba-gateway replay --from deadletter                      # replay, once: offsets are committed
+  waba-gateway replay --from deadletter --reason invalid_json --since 2026-11-29T00:00:00Z")]
+    Replay(readers::ReplayArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  waba-gateway completions bash > /etc/bash_completion.d/waba-gateway
+  waba-gateway completions zsh > \"${fpath[1]}/_waba-gateway\"
+  waba-gateway completions fish > ~/.config/fish/completions/waba-gateway.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
     /// Subscribe, list or unsubscribe the app on a WhatsApp Business Account (Graph API
     /// `/{waba-id}/subscribed_apps`).
     #[command(after_help = "Examples:
@@ -100,6 +116,17 @@ enum Command {
         #[command(subcommand)]
         action: subscriptions::SubscriptionAction,
     },
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Shell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,7 +151,9 @@ pub fn main() -> ExitCode {
             from,
             exit,
             max_records,
-        } => tail(config, fields, brokers, from, exit, max_records),
+        } => readers::tail(config, fields, brokers, from, exit, max_records),
+        Command::Replay(args) => readers::replay(args),
+        Command::Completions { shell } => completions(shell),
         Command::Subscriptions { action } => subscriptions::run(action),
     };
     match result {
@@ -188,6 +217,22 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn completions(shell: Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "waba-gateway",
+        &mut std::io::stdout().lock(),
+    );
+    Ok(())
+}
+
 fn sign(secret: &str, file: Option<PathBuf>) -> anyhow::Result<()> {
     if secret.is_empty() {
         return Err(UsageError(
@@ -212,79 +257,6 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut body)
         .context("reading the body from standard input")?;
     Ok(body)
-}
-
-fn tail(
-    config: Option<PathBuf>,
-    fields: Vec<String>,
-    brokers: Option<String>,
-    from: From,
-    exit: bool,
-    max_records: Option<u64>,
-) -> anyhow::Result<()> {
-    // Reading topics needs [kafka] only: no app has to be configured.
-    warn_of_misnamed_variables();
-    let (settings, mut problems) = Settings::load_layers(config.as_deref(), std::env::vars())?;
-    problems.extend(settings.kafka.routing().problems());
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems).into());
-    }
-    crate::telemetry::init("warn", settings.log.format);
-    let routing = settings.kafka.routing();
-    let selection = if fields.is_empty() {
-        Selection::All(routing)
-    } else {
-        Selection::Topics(
-            fields
-                .iter()
-                .map(|field| match field.as_str() {
-                    "unrouted" => Ok(routing.unrouted().to_owned()),
-                    "deadletter" => Ok(routing.deadletter().to_owned()),
-                    field if routing.knows_field(field) => Ok(routing.field_topic(field)),
-                    field => Err(UsageError(format!(
-                        "--field {field:?} is not a field the gateway knows; known fields: {}, \
-                         and unrouted and deadletter",
-                        routing.known_fields().join(", ")
-                    ))),
-                })
-                .collect::<Result<_, _>>()?,
-        )
-    };
-    let brokers = match brokers {
-        Some(brokers) => brokers,
-        None if settings.kafka.is_embedded() => {
-            let path = &settings.kafka.embedded_address_file;
-            std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!(
-                        "reading the embedded broker's address from {}: is `waba-gateway serve` \
-                         running from this directory? (or pass --brokers)",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned()
-        }
-        None => settings.kafka.brokers.clone(),
-    };
-    let options = TailOptions {
-        config: KafkaOptions {
-            brokers,
-            librdkafka: settings.kafka.librdkafka.0.clone(),
-            max_body_bytes: settings.server.max_body_bytes,
-            message_timeout: std::time::Duration::from_secs(5),
-            create_topics: false,
-            topic_partitions: 1,
-            topic_replication_factor: -1,
-        }
-        .consumer_config(),
-        selection,
-        from_beginning: from == From::Beginning,
-        exit_at_end: exit,
-        max_records,
-    };
-    crate::tail::run(&options, &mut std::io::stdout().lock())?;
-    Ok(())
 }
 
 /// A command that ran and said why it failed on standard output (exit 1, nothing more

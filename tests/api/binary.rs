@@ -205,6 +205,9 @@ fn every_commands_help_ends_with_examples() {
         &["subscriptions", "add"],
         &["subscriptions", "list"],
         &["subscriptions", "remove"],
+        &["subscriptions", "doctor"],
+        &["replay"],
+        &["completions"],
     ] {
         let output = binary().args(command).arg("--help").output().expect("runs");
         assert_eq!(output.status.code(), Some(0), "{command:?}");
@@ -491,4 +494,29 @@ async fn an_unreachable_kafka_is_logged_once_and_does_not_hold_the_exit_back() {
         exit < std::time::Duration::from_secs(1),
         "exited {exit:?} after SIGTERM:\n{log}"
     );
+}
+
+#[test]
+fn completions_are_written_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("bash", "complete -F _waba__gateway"),
+        ("zsh", "#compdef waba-gateway"),
+        ("fish", "complete -c waba-gateway"),
+    ] {
+        let output = binary()
+            .args(["completions", shell])
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains(marker), "{shell}: {marker} missing");
+        for command in ["subscriptions", "replay", "doctor", "check-config"] {
+            assert!(script.contains(command), "{shell}: {command} missing");
+        }
+    }
+    let unknown = binary()
+        .args(["completions", "powershell"])
+        .output()
+        .expect("runs");
+    assert_eq!(unknown.status.code(), Some(2));
 }

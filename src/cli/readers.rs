@@ -1,0 +1,174 @@
+//! The commands that read the gateway's topics: `tail` and `replay`. They need `[kafka]`
+//! only: no app has to be configured.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{From, UsageError, warn_of_misnamed_variables};
+use crate::config::{ConfigError, Settings};
+use crate::metrics::Metrics;
+use crate::publish::Sink;
+use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
+use crate::replay::ReplayOptions;
+use crate::tail::{Selection, TailOptions};
+
+/// The settings a reader needs, checked: the layers and the topic layout.
+fn kafka_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+    warn_of_misnamed_variables();
+    let (settings, mut problems) = Settings::load_layers(config, std::env::vars())?;
+    problems.extend(settings.kafka.routing().problems());
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems).into());
+    }
+    crate::telemetry::init("warn", settings.log.format);
+    Ok(settings)
+}
+
+/// `--brokers`, else the embedded broker's address file, else `kafka.brokers`.
+fn resolve_brokers(settings: &Settings, brokers: Option<String>) -> anyhow::Result<String> {
+    Ok(match brokers {
+        Some(brokers) => brokers,
+        None if settings.kafka.is_embedded() => {
+            let path = &settings.kafka.embedded_address_file;
+            std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "reading the embedded broker's address from {}: is `waba-gateway serve` \
+                         running from this directory? (or pass --brokers)",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_owned()
+        }
+        None => settings.kafka.brokers.clone(),
+    })
+}
+
+fn kafka_options(settings: &Settings, brokers: String) -> KafkaOptions {
+    KafkaOptions {
+        brokers,
+        librdkafka: settings.kafka.librdkafka.0.clone(),
+        max_body_bytes: settings.server.max_body_bytes,
+        message_timeout: Duration::from_secs(30),
+        create_topics: settings.kafka.create_topics,
+        topic_partitions: settings.kafka.topic_partitions,
+        topic_replication_factor: settings.kafka.topic_replication_factor,
+    }
+}
+
+pub(super) fn tail(
+    config: Option<PathBuf>,
+    fields: Vec<String>,
+    brokers: Option<String>,
+    from: From,
+    exit: bool,
+    max_records: Option<u64>,
+) -> anyhow::Result<()> {
+    let settings = kafka_settings(config.as_deref())?;
+    let routing = settings.kafka.routing();
+    let selection = if fields.is_empty() {
+        Selection::All(routing)
+    } else {
+        Selection::Topics(
+            fields
+                .iter()
+                .map(|field| match field.as_str() {
+                    "unrouted" => Ok(routing.unrouted().to_owned()),
+                    "deadletter" => Ok(routing.deadletter().to_owned()),
+                    field if routing.knows_field(field) => Ok(routing.field_topic(field)),
+                    field => Err(UsageError(format!(
+                        "--field {field:?} is not a field the gateway knows; known fields: {}, \
+                         and unrouted and deadletter",
+                        routing.known_fields().join(", ")
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    let brokers = resolve_brokers(&settings, brokers)?;
+    let options = TailOptions {
+        config: kafka_options(&settings, brokers).consumer_config(),
+        selection,
+        from_beginning: from == From::Beginning,
+        exit_at_end: exit,
+        max_records,
+    };
+    crate::tail::run(&options, &mut std::io::stdout().lock())?;
+    Ok(())
+}
+
+/// `replay`'s command line.
+#[derive(Debug, clap::Args)]
+pub(super) struct ReplayArgs {
+    /// What to replay: the dead-letter topic.
+    #[arg(long, value_enum)]
+    from: ReplaySource,
+    /// TOML configuration file (for brokers and topic names).
+    #[arg(long, env = "WABA_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Brokers to use instead of the configured ones.
+    #[arg(long)]
+    brokers: Option<String>,
+    #[command(flatten)]
+    selection: ReplayOptions,
+}
+
+/// What `replay` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReplaySource {
+    /// The dead-letter topic (`kafka.deadletter_topic`).
+    Deadletter,
+}
+
+pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let settings = kafka_settings(args.config.as_deref())?;
+    let brokers = resolve_brokers(&settings, args.brokers)?;
+    let options = kafka_options(&settings, brokers);
+    let routing = settings.kafka.routing();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let ReplayArgs {
+        from: ReplaySource::Deadletter,
+        selection,
+        ..
+    } = args;
+    let consumer = options.consumer_config();
+    let terminal = std::io::stderr().is_terminal();
+    let summary = runtime.block_on(async {
+        let publisher = Arc::new(KafkaPublisher::new(options).map_err(|error| {
+            anyhow::anyhow!(
+                "creating the Kafka producer: {}",
+                crate::publish::kafka::describe(&error)
+            )
+        })?);
+        let sink = Sink::new(
+            publisher.clone(),
+            Arc::new(Metrics::new(routing.known_topics())),
+            routing.deadletter(),
+        );
+        crate::replay::run(&consumer, &selection, &routing, &sink, |summary| {
+            if terminal {
+                eprint!("\r{}", summary.line(selection.dry_run));
+            }
+        })
+        .await
+    });
+    if terminal {
+        eprintln!();
+    }
+    let summary = summary?;
+    // What still fails is reported, not an error: it stays on the topic for a later run.
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        summary.line(selection.dry_run)
+    )
+    .context("writing to standard output")
+}
