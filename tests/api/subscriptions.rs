@@ -685,3 +685,75 @@ async fn transient_graph_errors_and_server_errors_are_retried() {
     assert_eq!(graph.seen().len(), 3);
     assert!(stdout(&output).contains(APP_ID));
 }
+
+/// A proxy on loopback that records the head of each request and refuses it.
+async fn refusing_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = vec![0; 4096];
+            let read = stream.read(&mut head).await.unwrap_or(0);
+            seen.lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&head[..read]).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_calls_go_through_the_https_proxy_of_the_environment() {
+    let (proxy, heads) = refusing_proxy().await;
+    let run = move |base_url: &str, no_proxy: &str| {
+        crate::helpers::binary()
+            .args(["subscriptions", "list", "--waba-id", WABA, "--token", TOKEN])
+            .env("WABA_GATEWAY__GRAPH__BASE_URL", base_url)
+            .env("WABA_GATEWAY__GRAPH__MAX_ATTEMPTS", "1")
+            .env("HTTPS_PROXY", format!("http://{proxy}"))
+            .env("NO_PROXY", no_proxy)
+            .output()
+            .expect("runs")
+    };
+    let output = tokio::task::spawn_blocking(move || {
+        (
+            run("https://graph.example.test", ""),
+            run("https://127.0.0.2:9", "127.0.0.2"),
+        )
+    })
+    .await
+    .expect("joined");
+    let (proxied, exempt) = output;
+    assert_eq!(proxied.status.code(), Some(1), "{}", stderr(&proxied));
+    assert!(
+        stderr(&proxied).contains("cannot reach the Graph API"),
+        "{}",
+        stderr(&proxied)
+    );
+    assert_token_never_shown(&proxied);
+    let heads = heads.lock().expect("lock").clone();
+    assert_eq!(
+        heads.len(),
+        1,
+        "only the proxied call reached the proxy: {heads:?}"
+    );
+    assert!(
+        heads[0].starts_with("CONNECT graph.example.test:443 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        !heads[0].contains(TOKEN),
+        "the token only travels inside the tunnel"
+    );
+    assert_eq!(exempt.status.code(), Some(1));
+    assert!(stderr(&exempt).contains("127.0.0.2"), "{}", stderr(&exempt));
+}

@@ -3,10 +3,12 @@
 //!
 //! The HTTP client is hyper-util's, with rustls and the Mozilla roots built in
 //! (webpki-roots), so it needs no system certificate store: the same hyper stack the
-//! gateway serves with. The access token goes only into the `Authorization` header; it is
+//! gateway serves with. It follows `HTTPS_PROXY` and `NO_PROXY` ([`proxy`]). The access token goes only into the `Authorization` header; it is
 //! never printed or logged. Throttling answers (codes 4, 80007, 80008, 130429) are retried
 //! with exponential backoff and jitter, honouring `X-Business-Use-Case-Usage`'s
 //! `estimated_time_to_regain_access`, within a bounded total wait.
+
+mod proxy;
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,8 @@ use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use proxy::ProxyConnector;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -175,7 +177,7 @@ pub struct GraphClient {
     base: String,
     token: SecretString,
     retry: RetryPolicy,
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
 }
 
 impl GraphClient {
@@ -185,7 +187,7 @@ impl GraphClient {
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(ProxyConnector::from_env());
         Self {
             base: format!(
                 "{}/{}",
