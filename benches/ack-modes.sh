@@ -48,6 +48,7 @@ start() {
   WABA_GATEWAY__SERVER__LISTEN=127.0.0.1:$port \
   WABA_GATEWAY__ADMIN__LISTEN=127.0.0.1:$admin \
   WABA_GATEWAY__LOG__LEVEL=warn \
+  WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS=0 \
     "$gateway" serve 2>>"$work/gateway-$1.log" &
   pid=$!
   for _ in $(seq 100); do

@@ -111,6 +111,7 @@ start_gateway() {
   WABA_GATEWAY__SERVER__LISTEN=127.0.0.1:$gateway_port \
   WABA_GATEWAY__ADMIN__LISTEN=127.0.0.1:$admin_port \
   WABA_GATEWAY__LOG__LEVEL=warn \
+  WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS=0 \
     "$gateway" serve 2>>"$work/gateway.log" &
   server=$!
   pids+=("$server")

@@ -1,7 +1,8 @@
 //! Start-up and the run loop: [`App::build`] binds both listeners and creates the
 //! publisher; [`App::run_until_stopped`] serves until the shutdown future resolves, then
-//! drains in phases: not ready at once, listeners closed, in-flight requests finished,
-//! producer flushed, all within `shutdown.drain_timeout_ms`.
+//! stops in phases: not ready at once but still serving for `shutdown.lame_duck_ms`, then
+//! listeners closed, in-flight requests finished, the spool forwarded, producer flushed,
+//! all within `shutdown.drain_timeout_ms`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub struct App {
     tls: Option<Arc<Tls>>,
     header_read_timeout: Duration,
     max_connections: usize,
+    lame_duck: Duration,
     drain_timeout: Duration,
     embedded: Option<EmbeddedKafka>,
 }
@@ -165,6 +167,7 @@ impl App {
             tls,
             header_read_timeout: Duration::from_millis(settings.server.header_read_timeout_ms),
             max_connections: settings.server.max_connections,
+            lame_duck: Duration::from_millis(settings.shutdown.lame_duck_ms),
             drain_timeout: Duration::from_millis(settings.shutdown.drain_timeout_ms),
             embedded,
         })
@@ -238,9 +241,18 @@ impl App {
         ));
 
         shutdown.await;
-        let deadline = Instant::now() + self.drain_timeout;
         self.readiness.start_draining();
         readiness_check.abort();
+        if !self.lame_duck.is_zero() {
+            // Load balancers and endpoints take a few seconds to see /readyz: until then
+            // requests keep coming, and they are answered as before.
+            tracing::info!(
+                lame_duck_ms = self.lame_duck.as_millis() as u64,
+                "lame duck: not ready, still serving until load balancers stop sending"
+            );
+            tokio::time::sleep(self.lame_duck).await;
+        }
+        let deadline = Instant::now() + self.drain_timeout;
         tls_reloader.abort();
         tracing::info!(
             drain_timeout_ms = self.drain_timeout.as_millis() as u64,

@@ -266,13 +266,19 @@ impl Default for DeliverySettings {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ShutdownSettings {
-    /// Upper bound on finishing in-flight requests and flushing the producer.
+    /// After SIGTERM, how long the gateway keeps accepting and answering as before while
+    /// `/readyz` says 503, so that load balancers and Kubernetes endpoints stop sending
+    /// before the listener closes. The drain follows.
+    pub lame_duck_ms: u64,
+    /// Upper bound on finishing in-flight requests and flushing the producer, after the
+    /// lame-duck period.
     pub drain_timeout_ms: u64,
 }
 
 impl Default for ShutdownSettings {
     fn default() -> Self {
         Self {
+            lame_duck_ms: 5_000,
             drain_timeout_ms: 20_000,
         }
     }

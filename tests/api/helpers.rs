@@ -43,6 +43,7 @@ pub fn settings(brokers: &str, extra: &[(&str, &str)]) -> Settings {
         ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
         ("WABA_GATEWAY__KAFKA__BROKERS", brokers),
         ("WABA_GATEWAY__DELIVERY__ACK", "kafka"),
+        ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "0"),
     ]
     .iter()
     .chain(extra)
@@ -372,6 +373,7 @@ impl GatewayProcess {
             .current_dir(dir)
             .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
             .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+            .env("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "0")
             .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .spawn()

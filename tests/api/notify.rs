@@ -308,3 +308,64 @@ async fn shutdown_turns_readiness_off_at_once_and_lets_a_request_in_flight_finis
     stopping.await.expect("task").expect("clean stop");
     assert_eq!(app.memory.as_ref().expect("memory").records().len(), 1);
 }
+
+/// On SIGTERM the gateway is not ready at once but keeps serving for the lame-duck period,
+/// so that load balancers stop sending before anything is refused; then it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_lame_duck_period_requests_get_200_while_readyz_says_503() {
+    let mut app = spawn_app(&[("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "1500")]).await;
+    app.wait_ready().await;
+    let body = fixture("messages_text.json");
+    let (public, admin) = (app.url("/readyz"), app.admin_url("/readyz"));
+    let started = std::time::Instant::now();
+    let stopping = app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        assert_eq!(get(&admin).await.status, 503);
+        assert_eq!(get(&public).await.status, 503);
+        assert_eq!(app.notify(&body).await.status, 200, "still serving");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    stopping.await.expect("task").expect("clean stop");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "stopped before the lame-duck period was over: {:?}",
+        started.elapsed()
+    );
+    assert!(tokio::net::TcpStream::connect(app.addr).await.is_err());
+    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 5);
+}
+
+/// The real binary on SIGTERM: the first seconds' requests are answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_answers_200_in_the_first_seconds_after_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let mut serve = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "2000"),
+            (
+                "WABA_GATEWAY__DELIVERY__SPOOL_DIR",
+                spool.to_str().expect("utf-8"),
+            ),
+        ],
+    );
+    serve.wait_ready().await;
+    let body = fixture("messages_text.json");
+    serve.send_signal("TERM");
+    let sigterm = std::time::Instant::now();
+    let mut answered = 0;
+    while sigterm.elapsed() < Duration::from_millis(1500) {
+        let answer = post_signed(&serve.url(), &body, "demo-app-secret").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let ready = get(&format!("http://{}/readyz", serve.admin)).await;
+        assert_eq!(ready.status, 503);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered >= 5, "{answered}");
+    assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
+    assert!(serve.log().contains("lame duck"), "{}", serve.log());
+}

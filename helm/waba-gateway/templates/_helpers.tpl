@@ -26,9 +26,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (include "waba-gateway.fullname" .) .Values.secret.existingSecret -}}
 {{- end -}}
 
-{{/* The termination grace period: the drain timeout plus room to flush and exit. */}}
+{{/* The termination grace period: the lame-duck period, the drain timeout, and room to
+flush and exit. */}}
 {{- define "waba-gateway.gracePeriodSeconds" -}}
-{{- add (div (int .Values.config.shutdown.drain_timeout_ms) 1000) 15 -}}
+{{- $lameDuck := div (int (default 5000 .Values.config.shutdown.lame_duck_ms)) 1000 -}}
+{{- add $lameDuck (div (int .Values.config.shutdown.drain_timeout_ms) 1000) 15 -}}
 {{- end -}}
 
 {{/* The pod template shared by the Deployment and the StatefulSet. */}}
