@@ -298,3 +298,83 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
     );
     assert_eq!(consume(&broker.address, &["whatsapp.messages"], 1).len(), 1);
 }
+
+/// A replica killed while Kafka was down leaves acknowledged notifications on its volume:
+/// `spool status` shows them, `spool drain` forwards every one of them, found in Kafka by
+/// `event_id`, and leaves the spool empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_drain_forwards_what_a_killed_gateway_left_while_kafka_was_down() {
+    let Some(broker) = Tansu::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let spool_dir = spool.to_str().expect("utf-8").to_owned();
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let env = gateway_env(&unreachable, "spool", &spool_dir);
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    let template = String::from_utf8(fixture("messages_status_read.json")).expect("utf-8");
+    let routing = waba_gateway::config::KafkaSettings::default().routing();
+    let mut expected = BTreeSet::new();
+    for n in 0..20 {
+        let body = template.replace("wamid.GWout0001AAA=", &format!("wamid.drain-{n:03}"));
+        assert_eq!(try_notify(&gateway.url(), body.as_bytes()).await, Some(200));
+        let split = waba_gateway::envelope::to_records(
+            &routing,
+            "default",
+            body.as_bytes(),
+            std::time::SystemTime::now(),
+        );
+        for record in split.records {
+            expected.insert(record.header("wa-event-id").expect("an id").to_owned());
+        }
+    }
+    assert!(!gateway.signal("KILL").success());
+
+    let status = |dir: &str| {
+        let output = binary()
+            .args(["spool", "status", "--dir", dir, "--json"])
+            .output()
+            .expect("runs");
+        assert!(output.status.success());
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON")
+    };
+    let before = status(&spool_dir);
+    assert_eq!(before["entries"], 20, "{before}");
+    assert_eq!(before["held_by"], serde_json::Value::Null, "{before}");
+
+    let drained = binary()
+        .args([
+            "spool",
+            "drain",
+            "--dir",
+            &spool_dir,
+            "--brokers",
+            &broker.address,
+        ])
+        .env("WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS", "3")
+        .output()
+        .expect("runs");
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&drained.stdout).contains("forwarded 20 entries"),
+        "{}",
+        String::from_utf8_lossy(&drained.stdout)
+    );
+    let address = broker.address.clone();
+    let records =
+        tokio::task::spawn_blocking(move || consume(&address, &["whatsapp.messages"], 20))
+            .await
+            .expect("consumed");
+    let found: BTreeSet<String> = records.iter().map(|r| r.event_id().to_owned()).collect();
+    assert_eq!(
+        found, expected,
+        "every acknowledged notification, by event_id"
+    );
+    assert_eq!(status(&spool_dir)["entries"], 0);
+}

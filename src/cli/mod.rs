@@ -5,6 +5,7 @@
 //! configuration.
 
 mod readers;
+mod spool;
 mod subscriptions;
 
 use std::io::{Read, Write};
@@ -96,6 +97,14 @@ enum Command {
   waba-gateway replay --from deadletter                      # replay, once: offsets are committed
   waba-gateway replay --from deadletter --reason invalid_json --since 2026-11-29T00:00:00Z")]
     Replay(readers::ReplayArgs),
+    /// Look into a spool directory, or empty one that no gateway serves any more.
+    #[command(after_help = "Examples:
+  waba-gateway spool status --dir /var/lib/waba-gateway/spool
+  waba-gateway spool drain --dir /mnt/old-replica/spool --config gateway.toml")]
+    Spool {
+        #[command(subcommand)]
+        action: spool::SpoolAction,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   waba-gateway completions bash > /etc/bash_completion.d/waba-gateway
@@ -153,6 +162,7 @@ pub fn main() -> ExitCode {
             max_records,
         } => readers::tail(config, fields, brokers, from, exit, max_records),
         Command::Replay(args) => readers::replay(args),
+        Command::Spool { action } => spool::run(action),
         Command::Completions { shell } => completions(shell),
         Command::Subscriptions { action } => subscriptions::run(action),
     };

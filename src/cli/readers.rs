@@ -17,7 +17,7 @@ use crate::replay::ReplayOptions;
 use crate::tail::{Selection, TailOptions};
 
 /// The settings a reader needs, checked: the layers and the topic layout.
-fn kafka_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+pub(super) fn kafka_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
     warn_of_misnamed_variables();
     let (settings, mut problems) = Settings::load_layers(config, std::env::vars())?;
     problems.extend(settings.kafka.routing().problems());
@@ -29,7 +29,10 @@ fn kafka_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
 }
 
 /// `--brokers`, else the embedded broker's address file, else `kafka.brokers`.
-fn resolve_brokers(settings: &Settings, brokers: Option<String>) -> anyhow::Result<String> {
+pub(super) fn resolve_brokers(
+    settings: &Settings,
+    brokers: Option<String>,
+) -> anyhow::Result<String> {
     Ok(match brokers {
         Some(brokers) => brokers,
         None if settings.kafka.is_embedded() => {
@@ -49,7 +52,7 @@ fn resolve_brokers(settings: &Settings, brokers: Option<String>) -> anyhow::Resu
     })
 }
 
-fn kafka_options(settings: &Settings, brokers: String) -> KafkaOptions {
+pub(super) fn kafka_options(settings: &Settings, brokers: String) -> KafkaOptions {
     KafkaOptions {
         brokers,
         librdkafka: settings.kafka.librdkafka.0.clone(),

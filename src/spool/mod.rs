@@ -23,8 +23,10 @@
 
 pub mod forwarder;
 pub mod frame;
+mod lock;
 mod log;
 mod recovery;
+pub mod status;
 mod writer;
 
 #[cfg(test)]
@@ -41,6 +43,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use frame::Entry;
+pub use lock::holder;
 
 use crate::metrics::Metrics;
 use log::{State, delete_released_segments, find, start_segment};
@@ -67,6 +70,19 @@ pub enum SpoolError {
     /// The spool is shutting down.
     #[error("the spool is closed")]
     Closed,
+    /// Another process holds the directory.
+    #[error(
+        "{} is in use by {}: a spool directory serves one process at a time; stop that \
+         process, or give this one a delivery.spool_dir of its own",
+        .dir.display(),
+        .pid.map_or("another process".to_owned(), |pid| format!("process {pid}"))
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it.
+        pid: Option<u32>,
+    },
 }
 
 /// What opening the spool found.
@@ -89,6 +105,8 @@ pub struct Spool {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     appended: Notify,
     metrics: Arc<Metrics>,
+    /// Held for as long as the spool is open.
+    _lock: lock::SpoolLock,
     /// True from the moment the spool refuses appends for want of room until it drains
     /// below its low-water mark; the app follows it for readiness.
     full: watch::Sender<bool>,
@@ -111,6 +129,7 @@ impl Spool {
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, Recovery), SpoolError> {
         std::fs::create_dir_all(dir)?;
+        let lock = lock::acquire(dir)?;
         if let Err(error) = std::fs::create_dir_all(dir.join("quarantine")) {
             tracing::error!(dir = %dir.display(), %error, "cannot create the spool's quarantine folder; corrupt segments will be kept in place");
         }
@@ -169,6 +188,7 @@ impl Spool {
             writer: Mutex::new(None),
             appended: Notify::new(),
             metrics,
+            _lock: lock,
             full: watch::Sender::new(false),
         });
         spool.update_gauges();

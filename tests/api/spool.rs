@@ -314,3 +314,75 @@ async fn sigterm_under_load_exits_0_and_loses_nothing_acknowledged() {
         .await
         .expect("consumed");
 }
+
+/// `serve` or `spool drain` on a directory another gateway holds is refused at once,
+/// naming the holder; a holder killed with `kill -9` leaves nothing that blocks the next
+/// start; `spool status` says who holds it without disturbing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_directory_serves_one_process_at_a_time() {
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let spool_dir = spool.to_str().expect("utf-8");
+    let env = [
+        ("WABA_GATEWAY__DELIVERY__ACK", "spool"),
+        ("WABA_GATEWAY__DELIVERY__SPOOL_DIR", spool_dir),
+    ];
+    let first = GatewayProcess::start(dir.path(), &env);
+    first.wait_ready().await;
+    let pid = first.child.id().to_string();
+
+    let started = Instant::now();
+    let second = binary()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+        .envs(env)
+        .output()
+        .expect("runs");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(spool_dir) && stderr.contains(&format!("process {pid}")),
+        "{stderr}"
+    );
+
+    let drain = binary()
+        .args([
+            "spool",
+            "drain",
+            "--dir",
+            spool_dir,
+            "--brokers",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(drain.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&drain.stderr);
+    assert!(stderr.contains(&format!("process {pid}")), "{stderr}");
+
+    let status = binary()
+        .args(["spool", "status", "--dir", spool_dir, "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(status.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["held_by"].to_string(), pid);
+    // The gateway it looked at is still serving.
+    assert_eq!(
+        first.metric("waba_gateway_spool_entries").await,
+        0.0,
+        "still answering"
+    );
+
+    assert!(!first.signal("KILL").success());
+    let restarted = GatewayProcess::start(dir.path(), &env);
+    restarted.wait_ready().await;
+    assert_eq!(restarted.signal("TERM").code(), Some(0));
+}

@@ -1,0 +1,177 @@
+//! `waba-gateway spool status|drain`: what a spool directory holds, and emptying one that
+//! no gateway serves any more (the volume of a removed replica, a recovered disk).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use tokio::sync::watch;
+
+use super::readers::{kafka_options, kafka_settings, resolve_brokers};
+use crate::metrics::Metrics;
+use crate::publish::Sink;
+use crate::publish::kafka::KafkaPublisher;
+use crate::spool::{Spool, forwarder};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SpoolAction {
+    /// What a spool directory holds: entries, bytes, the oldest entry's age, quarantined
+    /// files, and which process holds it. Read-only, safe beside a running gateway.
+    #[command(after_help = "Examples:
+  waba-gateway spool status --dir /var/lib/waba-gateway/spool
+  waba-gateway spool status --config gateway.toml --json")]
+    Status {
+        /// The spool directory (default: delivery.spool_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "WABA_GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward every entry of a spool directory that no gateway holds to Kafka, with the
+    /// configured [kafka], and exit 0 once it is empty.
+    #[command(after_help = "Examples:
+  waba-gateway spool drain --dir /mnt/old-replica/spool --config gateway.toml
+  waba-gateway spool drain --dir ./spool --brokers kafka:9092 --timeout-seconds 600")]
+    Drain {
+        /// The spool directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// TOML configuration file (for [kafka]).
+        #[arg(long, env = "WABA_GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Brokers to use instead of the configured ones.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Give up, leaving what is not forwarded on the spool, after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_seconds: u64,
+    },
+}
+
+pub(super) fn run(action: SpoolAction) -> anyhow::Result<()> {
+    match action {
+        SpoolAction::Status { dir, config, json } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => kafka_settings(config.as_deref())?.delivery.spool_dir,
+            };
+            let status = crate::spool::status::read(&dir)
+                .with_context(|| format!("reading the spool in {}", dir.display()))?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&status)?)
+            } else {
+                write!(out, "{}", status.text())
+            }
+            .context("writing to standard output")
+        }
+        SpoolAction::Drain {
+            dir,
+            config,
+            brokers,
+            timeout_seconds,
+        } => drain(dir, config, brokers, Duration::from_secs(timeout_seconds)),
+    }
+}
+
+fn drain(
+    dir: PathBuf,
+    config: Option<PathBuf>,
+    brokers: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let settings = kafka_settings(config.as_deref())?;
+    let mut options = kafka_options(&settings, resolve_brokers(&settings, brokers)?);
+    // As behind `serve` in spool mode: librdkafka retries without a deadline, this
+    // command's timeout bounds the whole.
+    options.message_timeout = Duration::ZERO;
+    let brokers = options.brokers.clone();
+    let routing = settings.kafka.routing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let deadline = Instant::now() + timeout;
+    let outcome: anyhow::Result<usize> = runtime.block_on(async {
+        let metrics = Arc::new(Metrics::new(routing.known_topics()));
+        if !dir.is_dir() {
+            anyhow::bail!("{} is not a spool directory", dir.display());
+        }
+        let (spool, recovery) =
+            Spool::open(&dir, settings.delivery.spool_max_bytes, metrics.clone())
+                .with_context(|| format!("opening the spool in {}", dir.display()))?;
+        let kafka = Arc::new(KafkaPublisher::new(options).map_err(|error| {
+            anyhow::anyhow!(
+                "creating the Kafka producer: {}",
+                crate::publish::kafka::describe(&error)
+            )
+        })?);
+        let reach = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(30));
+        kafka.check_connection(reach).await.map_err(|error| {
+            anyhow::anyhow!(
+                "cannot reach Kafka at kafka.brokers = {brokers:?} ({error}): nothing was \
+                 forwarded, the spool is unchanged"
+            )
+        })?;
+        let sink = Sink::new(kafka.clone(), metrics.clone(), routing.deadletter());
+        let (mode, watched) = watch::channel(forwarder::Mode::Drain);
+        let mut forwarding = tokio::spawn(forwarder::run(
+            spool.clone(),
+            sink,
+            routing.clone(),
+            metrics,
+            watched,
+        ));
+        let terminal = std::io::stderr().is_terminal();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let finished = loop {
+            tokio::select! {
+                _ = &mut forwarding => break true,
+                _ = tick.tick() => {
+                    if Instant::now() >= deadline {
+                        break false;
+                    }
+                    if terminal {
+                        eprint!("\r{} of {} entries left", spool.unreleased(), recovery.replayed);
+                    }
+                }
+            }
+        };
+        if !finished {
+            let _ = mode.send(forwarder::Mode::Stop);
+            let _ = forwarding.await;
+        }
+        if terminal {
+            eprintln!();
+        }
+        let closing = spool.clone();
+        let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+        let left = spool.unreleased();
+        if left > 0 {
+            anyhow::bail!(
+                "{left} of {} entries were not forwarded within {} s; they stay on the spool \
+                 for the next run",
+                recovery.replayed,
+                timeout.as_secs()
+            );
+        }
+        Ok(recovery.replayed)
+    });
+    runtime.shutdown_background();
+    let forwarded = outcome?;
+    writeln!(
+        std::io::stdout().lock(),
+        "forwarded {forwarded} entries from {} to Kafka; the spool is empty",
+        dir.display()
+    )
+    .context("writing to standard output")
+}
