@@ -185,8 +185,6 @@ async fn the_spool_forwards_every_acknowledged_notification_to_the_broker() {
 /// Produces `letters` to the dead-letter topic the way an earlier gateway wrote them: the
 /// raw body as value, `wa-app`, `wa-error` and `wa-received-at`.
 fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let config = {
@@ -194,10 +192,7 @@ fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
         config.set("bootstrap.servers", brokers);
         config
     };
-    let admin: AdminClient<DefaultClientContext> = config.create().expect("an admin client");
-    let topic = NewTopic::new("whatsapp.deadletter", 1, TopicReplication::Fixed(1));
-    let created = futures_executor(admin.create_topics([&topic], &AdminOptions::new()));
-    created.expect("created");
+    create_topics(brokers, &["whatsapp.deadletter"]);
     let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("a producer");
     for (body, reason) in letters {
         let headers = OwnedHeaders::new()
@@ -223,6 +218,25 @@ fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
             .expect("enqueued");
     }
     producer.flush(Duration::from_secs(10)).expect("written");
+}
+
+/// Creates `topics` with one partition each (tansu creates none by itself).
+fn create_topics(brokers: &str, topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("an admin client");
+    let topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(1)))
+        .collect();
+    for created in
+        futures_executor(admin.create_topics(&topics, &AdminOptions::new())).expect("created")
+    {
+        created.expect("a topic created");
+    }
 }
 
 fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
@@ -377,4 +391,90 @@ async fn spool_drain_forwards_what_a_killed_gateway_left_while_kafka_was_down() 
         "every acknowledged notification, by event_id"
     );
     assert_eq!(status(&spool_dir)["entries"], 0);
+}
+
+/// A change for a field whose topic does not exist, on a cluster where the gateway may not
+/// create topics: after librdkafka's bounded wait it goes to the dead-letter topic with the
+/// topic it was meant for; the other changes arrive once; a restart replays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
+    let Some(broker) = Tansu::start() else { return };
+    let address = broker.address.clone();
+    tokio::task::spawn_blocking(move || {
+        create_topics(&address, &["whatsapp.messages", "whatsapp.deadletter"])
+    })
+    .await
+    .expect("created");
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let mut env = gateway_env(&broker.address, "spool", spool.to_str().expect("utf-8"));
+    env.push(("WABA_GATEWAY__KAFKA__CREATE_TOPICS", "false"));
+    env.push((
+        "WABA_GATEWAY__KAFKA__LIBRDKAFKA__TOPIC_METADATA_PROPAGATION_MAX_MS",
+        "1000",
+    ));
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    gateway.wait_ready().await;
+
+    let message = |n: usize| {
+        format!(
+            r#"{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550000000","phone_number_id":"420123456789002"}},"statuses":[{{"id":"wamid.refused-{n}","status":"sent","timestamp":"1763770001","recipient_id":"4915112345678"}}]}}}}"#
+        )
+    };
+    let calls = r#"{"field":"calls","value":{"messaging_product":"whatsapp","calls":[{"id":"wacid.1","event":"connect"}]}}"#;
+    for n in 0..3 {
+        let changes = if n == 0 {
+            format!("{},{calls}", message(n))
+        } else {
+            message(n)
+        };
+        let body = format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"310987654321001","changes":[{changes}]}}]}}"#
+        );
+        assert_eq!(try_notify(&gateway.url(), body.as_bytes()).await, Some(200));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gateway.metric("waba_gateway_spool_entries").await > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let address = broker.address.clone();
+    let (dead, messages) = tokio::task::spawn_blocking(move || {
+        (
+            consume(&address, &["whatsapp.deadletter"], 1),
+            consume(&address, &["whatsapp.messages"], 3),
+        )
+    })
+    .await
+    .expect("consumed");
+    assert_eq!(dead.len(), 1);
+    let error = dead[0].headers.get("wa-error").cloned().unwrap_or_default();
+    assert!(error.starts_with("unknown_topic"), "{error}");
+    assert_eq!(
+        dead[0].headers.get("wa-topic").map(String::as_str),
+        Some("whatsapp.calls")
+    );
+    assert_eq!(dead[0].json()["field"], "calls");
+    let ids: BTreeSet<String> = messages.iter().map(|r| r.item_id("statuses")).collect();
+    assert_eq!(messages.len(), 3, "each other change once");
+    assert_eq!(ids.len(), 3);
+
+    assert_eq!(gateway.signal("TERM").code(), Some(0));
+    let restarted = GatewayProcess::start(dir.path(), &env);
+    restarted.wait_ready().await;
+    assert_eq!(restarted.metric("waba_gateway_spool_entries").await, 0.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let address = broker.address.clone();
+    let again = tokio::task::spawn_blocking(move || consume(&address, &["whatsapp.messages"], 3))
+        .await
+        .expect("consumed");
+    assert_eq!(
+        again.len(),
+        3,
+        "the restart replayed nothing already released"
+    );
+    assert_eq!(restarted.signal("TERM").code(), Some(0));
 }

@@ -97,6 +97,7 @@ pub(super) const SHOWN_PROPERTIES: &[&str] = &[
     "ssl.key.location",
     "statistics.interval.ms",
     "sticky.partitioning.linger.ms",
+    "topic.metadata.propagation.max.ms",
     "topic.metadata.refresh.interval.ms",
 ];
 

@@ -271,6 +271,12 @@ fn classify(error: &KafkaError) -> PublishError {
         Some(RDKafkaErrorCode::InvalidRecord | RDKafkaErrorCode::InvalidMessage) => {
             Some("invalid_record")
         }
+        // librdkafka waits `topic.metadata.propagation.max.ms` (30 s by default) for a
+        // topic to appear before it fails a record with this: the bounded wait.
+        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition) => {
+            Some("unknown_topic")
+        }
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Some("topic_authorization_failed"),
         Some(RDKafkaErrorCode::QueueFull) => return PublishError::QueueFull,
         _ => None,
     };
@@ -378,6 +384,22 @@ mod tests {
                 ..
             }
         ));
+        for (code, label) in [
+            (RDKafkaErrorCode::UnknownTopic, "unknown_topic"),
+            (RDKafkaErrorCode::UnknownTopicOrPartition, "unknown_topic"),
+            (
+                RDKafkaErrorCode::TopicAuthorizationFailed,
+                "topic_authorization_failed",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    classify(&KafkaError::MessageProduction(code)),
+                    PublishError::Rejected { reason, .. } if reason == label
+                ),
+                "{code:?}"
+            );
+        }
         assert!(matches!(
             classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
             PublishError::QueueFull

@@ -164,7 +164,7 @@ impl Publication {
                     .kafka_delivery
                     .observe(enqueued_at.elapsed().as_secs_f64()),
                 Err(PublishError::Rejected { reason, detail }) => {
-                    tracing::warn!(app = %app, topic = %record.topic, reason, %detail, "Kafka refused a record; sending it to the dead-letter topic");
+                    tracing::error!(app = %app, topic = %record.topic, reason, %detail, "Kafka refused a record for good; sending it to the dead-letter topic with the topic it was meant for (wa-topic)");
                     sink.metrics
                         .deadletters
                         .with_label_values(&[&app, reason])

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::SpoolError;
+use super::checkpoint::Checkpoint;
 
 /// Where one unreleased entry is.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +38,7 @@ pub(super) struct State {
     pub(super) bytes: u64,
     pub(super) unreleased: usize,
     pub(super) next_seq: u64,
-    pub(super) checkpointed: u64,
+    pub(super) checkpointed: Checkpoint,
     /// Released segments whose files the writer is to delete.
     pub(super) doomed: Vec<PathBuf>,
 }
@@ -46,6 +47,19 @@ impl State {
     /// The first sequence number not yet released.
     pub(super) fn watermark(&self) -> u64 {
         self.index.front().map_or(self.next_seq, |slot| slot.seq)
+    }
+
+    /// What a checkpoint written now records.
+    pub(super) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            watermark: self.watermark(),
+            released: self
+                .index
+                .iter()
+                .filter(|slot| slot.released)
+                .map(|slot| slot.seq)
+                .collect(),
+        }
     }
 }
 

@@ -21,6 +21,7 @@
 //!   of the newest segment (a crash mid-write, never acknowledged) is truncated with a
 //!   warning; corrupt bytes elsewhere are quarantined, reported and counted.
 
+mod checkpoint;
 pub mod forwarder;
 pub mod frame;
 mod lock;
@@ -33,8 +34,6 @@ mod writer;
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -47,7 +46,7 @@ pub use lock::holder;
 
 use crate::metrics::Metrics;
 use log::{State, delete_released_segments, find, start_segment};
-use recovery::{quarantine, read_checkpoint, recover_segment};
+use recovery::{quarantine, recover_segment};
 use writer::Append;
 
 /// Below this share of `spool_max_bytes` a full spool takes notifications again.
@@ -133,7 +132,7 @@ impl Spool {
         if let Err(error) = std::fs::create_dir_all(dir.join("quarantine")) {
             tracing::error!(dir = %dir.display(), %error, "cannot create the spool's quarantine folder; corrupt segments will be kept in place");
         }
-        let checkpoint = read_checkpoint(dir);
+        let checkpoint = checkpoint::read(dir);
         let mut recovery = Recovery::default();
         let mut state = State {
             index: VecDeque::new(),
@@ -141,8 +140,8 @@ impl Spool {
             active: 0,
             bytes: 0,
             unreleased: 0,
-            next_seq: checkpoint,
-            checkpointed: checkpoint,
+            next_seq: checkpoint.watermark,
+            checkpointed: checkpoint.clone(),
             doomed: Vec::new(),
         };
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
@@ -166,13 +165,16 @@ impl Spool {
                 first,
                 &path,
                 Some(first) == newest,
-                checkpoint,
+                &checkpoint,
                 &mut state,
                 &mut recovery,
             )?;
         }
-        recovery.replayed = state.index.len();
-        state.unreleased = state.index.len();
+        while state.index.front().is_some_and(|slot| slot.released) {
+            state.index.pop_front();
+        }
+        state.unreleased = state.index.iter().filter(|slot| !slot.released).count();
+        recovery.replayed = state.unreleased;
         // Segments holding nothing unreleased are gone already; start a fresh active one.
         let file = start_segment(dir, &mut state)?;
         metrics
@@ -319,23 +321,19 @@ impl Spool {
             // Closed: no writer sweeps any more, and no fdatasync can be stalled.
             self.sweep();
         }
-        let watermark = {
+        let checkpoint = {
             let state = self.state.lock().expect("lock is never poisoned");
-            if state.watermark() == state.checkpointed {
+            let checkpoint = state.checkpoint();
+            if checkpoint == state.checkpointed {
                 return Ok(());
             }
-            state.watermark()
+            checkpoint
         };
-        let temporary = self.dir.join("checkpoint.tmp");
-        let mut file = File::create(&temporary)?;
-        file.write_all(&watermark.to_le_bytes())?;
-        file.write_all(&crc32fast::hash(&watermark.to_le_bytes()).to_le_bytes())?;
-        file.sync_data()?;
-        std::fs::rename(&temporary, self.dir.join("checkpoint"))?;
+        checkpoint::write(&self.dir, &checkpoint)?;
         self.state
             .lock()
             .expect("lock is never poisoned")
-            .checkpointed = watermark;
+            .checkpointed = checkpoint;
         Ok(())
     }
 

@@ -1,30 +1,13 @@
-//! Recovery at open: the checkpoint, the scan of each segment (a torn tail truncated,
+//! Recovery at open: the scan of each segment (a torn tail truncated,
 //! corrupt ranges quarantined, never a failed start), and the quarantine itself.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::checkpoint::Checkpoint;
 use super::log::{Segment, Slot, State};
 use super::{Recovery, SpoolError, frame};
-
-pub(super) fn read_checkpoint(dir: &Path) -> u64 {
-    let Ok(bytes) = std::fs::read(dir.join("checkpoint")) else {
-        return 0;
-    };
-    match bytes.as_slice() {
-        [watermark @ .., a, b, c, d]
-            if watermark.len() == 8
-                && crc32fast::hash(watermark) == u32::from_le_bytes([*a, *b, *c, *d]) =>
-        {
-            u64::from_le_bytes(watermark.try_into().expect("8 bytes"))
-        }
-        _ => {
-            tracing::warn!("the spool checkpoint is unreadable; replaying every spooled entry");
-            0
-        }
-    }
-}
 
 pub(super) fn quarantine(
     dir: &Path,
@@ -46,7 +29,7 @@ pub(super) fn recover_segment(
     first: u64,
     path: &Path,
     newest: bool,
-    checkpoint: u64,
+    checkpoint: &Checkpoint,
     state: &mut State,
     recovery: &mut Recovery,
 ) -> Result<(), SpoolError> {
@@ -58,7 +41,7 @@ pub(super) fn recover_segment(
     while offset < data.len() {
         match frame::scan(&data[offset..]) {
             frame::Scanned::Frame { seq, len } => {
-                if seq >= checkpoint {
+                if seq >= checkpoint.watermark {
                     let received_at_ms = frame::decode(&data[offset..offset + len])
                         .map_or(0, |(_, entry)| entry.received_at_ms);
                     state.index.push_back(Slot {
@@ -67,7 +50,7 @@ pub(super) fn recover_segment(
                         offset: offset as u64,
                         len: len as u32,
                         received_at_ms,
-                        released: false,
+                        released: checkpoint.covers(seq),
                     });
                 }
                 last_seq = Some(seq);

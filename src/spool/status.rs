@@ -6,15 +6,15 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::checkpoint;
 use super::frame::{self, Scanned};
-use super::recovery::read_checkpoint;
 
 /// What a spool directory holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     /// The directory.
     pub dir: PathBuf,
-    /// Entries at or above the checkpoint: not known to be in Kafka. A running gateway may
+    /// Entries the checkpoint does not cover: not known to be in Kafka. A running gateway may
     /// have released some since its last checkpoint (every few seconds).
     pub entries: usize,
     /// Bytes of the segment files.
@@ -50,7 +50,7 @@ impl Status {
 
 /// Reads `dir`.
 pub fn read(dir: &Path) -> std::io::Result<Status> {
-    let checkpoint = read_checkpoint(dir);
+    let checkpoint = checkpoint::read(dir);
     let mut status = Status {
         dir: dir.to_owned(),
         entries: 0,
@@ -69,7 +69,7 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
         status.bytes += data.len() as u64;
         let mut offset = 0;
         while let Scanned::Frame { seq, len } = frame::scan(&data[offset..]) {
-            if seq >= checkpoint {
+            if !checkpoint.covers(seq) {
                 status.entries += 1;
                 if let Some((_, entry)) = frame::decode(&data[offset..offset + len]) {
                     oldest = Some(
