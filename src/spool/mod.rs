@@ -36,6 +36,7 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
@@ -106,6 +107,8 @@ pub struct Spool {
     metrics: Arc<Metrics>,
     /// Held for as long as the spool is open.
     _lock: lock::SpoolLock,
+    /// The disk refused a write for want of space; cleared once space is reclaimed.
+    disk_full: AtomicBool,
     /// True from the moment the spool refuses appends for want of room until it drains
     /// below its low-water mark; the app follows it for readiness.
     full: watch::Sender<bool>,
@@ -191,6 +194,7 @@ impl Spool {
             appended: Notify::new(),
             metrics,
             _lock: lock,
+            disk_full: AtomicBool::new(false),
             full: watch::Sender::new(false),
         });
         spool.update_gauges();
@@ -297,8 +301,9 @@ impl Spool {
             state.index.pop_front();
         }
         delete_released_segments(&mut state);
-        let low_water = self.max_bytes / 100 * LOW_WATER_PERCENT;
-        if *self.full.borrow() && state.bytes < low_water {
+        // A full disk clears only once the space is reclaimed (see the writer).
+        let disk_full = self.disk_full.load(Ordering::Acquire);
+        if *self.full.borrow() && !disk_full && state.bytes < self.low_water() {
             self.full.send_replace(false);
             tracing::info!(
                 bytes = state.bytes,
@@ -307,6 +312,11 @@ impl Spool {
         }
         drop(state);
         self.update_gauges();
+    }
+
+    /// Below this many bytes a full spool takes notifications again.
+    fn low_water(&self) -> u64 {
+        self.max_bytes / 100 * LOW_WATER_PERCENT
     }
 
     /// Writes the release watermark, so that a restart replays less. Losing it only means

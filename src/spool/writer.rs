@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -33,6 +34,19 @@ impl Spool {
         let mut buffer = Vec::with_capacity(1024 * 1024);
         loop {
             self.sweep();
+            if self.reclaim_if_stuck(written) {
+                match self.roll() {
+                    Ok(next) => {
+                        file = next;
+                        written = 0;
+                        self.sweep();
+                        self.reclaimed();
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "could not start a new spool segment to reclaim the full one");
+                    }
+                }
+            }
             let first = match appends.recv_timeout(Duration::from_secs(1)) {
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -91,6 +105,12 @@ impl Spool {
             self.metrics.spool_fsyncs.inc();
             if let Err(error) = synced {
                 tracing::error!(%error, "writing the spool failed; answering 503");
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) {
+                    self.disk_full();
+                }
                 // Cut off whatever part of the batch reached the file; none was acknowledged.
                 if file.set_len(written).is_err() {
                     tracing::error!("could not cut the failed write off the spool segment");
@@ -150,6 +170,40 @@ impl Spool {
                 tracing::warn!(path = %path.display(), %error, "could not delete a released spool segment");
             }
         }
+    }
+
+    /// Whether the active segment must give way so that its space comes back: the spool
+    /// refuses appends (its limit or its disk is full) and everything in it is released.
+    /// Only then: rolling whenever the spool empties would churn files under normal load.
+    fn reclaim_if_stuck(&self, written: u64) -> bool {
+        let stuck = *self.full.borrow() || self.disk_full.load(Ordering::Acquire);
+        stuck && written > 0 && self.unreleased() == 0
+    }
+
+    /// The disk refused a write: not ready, and every append refused, until the space the
+    /// spool holds is reclaimed.
+    fn disk_full(&self) {
+        if !self.disk_full.swap(true, Ordering::AcqRel) {
+            self.full.send_replace(true);
+            tracing::error!(
+                dir = %self.dir.display(),
+                "the spool's disk is full; answering 503 and not ready until Kafka has taken what it holds and its space is reclaimed"
+            );
+        }
+    }
+
+    /// The released segments are gone: take notifications again if the space allows.
+    fn reclaimed(&self) {
+        let bytes = self.state.lock().expect("lock is never poisoned").bytes;
+        self.disk_full.store(false, Ordering::Release);
+        if bytes < self.low_water() && *self.full.borrow() {
+            self.full.send_replace(false);
+            tracing::info!(
+                bytes,
+                "the spool's space is reclaimed; taking notifications again"
+            );
+        }
+        self.update_gauges();
     }
 
     fn roll(&self) -> Result<File, SpoolError> {

@@ -386,3 +386,131 @@ async fn a_spool_directory_serves_one_process_at_a_time() {
     restarted.wait_ready().await;
     assert_eq!(restarted.signal("TERM").code(), Some(0));
 }
+
+/// A small filesystem mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// A 3 MB tmpfs, where the test may mount one (root on Linux); `None` elsewhere.
+    fn mount(under: &std::path::Path) -> Option<Self> {
+        let path = under.join("disk");
+        std::fs::create_dir_all(&path).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+            .arg(&path)
+            .output()
+            .ok()?;
+        mounted.status.success().then_some(Self { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// The spool on a disk that really fills while Kafka is stalled: 503 with Retry-After and
+/// not ready while it cannot write, never a 200 for a body not on disk, nothing
+/// acknowledged lost, and once Kafka has taken what the spool held the space comes back
+/// (the segment being written included) and the gateway is ready and answers 200 again,
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_then_reclaims_its_space_once_kafka_takes_the_spool() {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some(disk) = SmallDisk::mount(dir.path()) else {
+        eprintln!("SKIPPED: no tmpfs can be mounted here (needs root)");
+        return;
+    };
+    let spool = disk.path.join("spool");
+    let app = spawn_app(&[
+        ("WABA_GATEWAY__DELIVERY__ACK", "spool"),
+        (
+            "WABA_GATEWAY__DELIVERY__SPOOL_DIR",
+            spool.to_str().expect("utf-8"),
+        ),
+    ])
+    .await;
+    app.wait_ready().await;
+    let memory = app.memory.clone().expect("memory");
+    memory.set_behaviour(waba_gateway::publish::memory::Behaviour::Unavailable);
+
+    // 100 KB notifications until the disk refuses.
+    let padding = "p".repeat(100 * 1024);
+    let padded = |n: usize| {
+        String::from_utf8(body(n))
+            .expect("utf-8")
+            .replacen(
+                "\"messaging_product\"",
+                &format!("\"padding\":\"{padding}\",\"messaging_product\""),
+                1,
+            )
+            .into_bytes()
+    };
+    let mut acknowledged = BTreeSet::new();
+    let mut refused = None;
+    for n in 0..100 {
+        let answer = app.notify(&padded(n)).await;
+        match answer.status {
+            200 => {
+                acknowledged.insert(format!("wamid.spool-{n:05}"));
+            }
+            503 => {
+                refused = Some(answer);
+                break;
+            }
+            other => panic!("{other}: {}", answer.text()),
+        }
+    }
+    let refused = refused.expect("the 3 MB disk filled up");
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert!(acknowledged.len() >= 10, "{}", acknowledged.len());
+    assert_eq!(get(&app.admin_url("/readyz")).await.status, 503);
+    assert_eq!(app.notify(&padded(1000)).await.status, 503, "still full");
+
+    // Kafka comes back: everything acknowledged is forwarded, and the space returns.
+    memory.set_behaviour(waba_gateway::publish::memory::Behaviour::Accept);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&app.admin_url("/readyz")).await.status != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forwarded: BTreeSet<String> = memory
+        .records()
+        .iter()
+        .filter(|record| record.topic == "whatsapp.messages")
+        .map(|record| {
+            let envelope: serde_json::Value =
+                serde_json::from_slice(&record.value).expect("an envelope");
+            envelope["value"]["messages"][0]["id"]
+                .as_str()
+                .expect("an id")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        acknowledged.is_subset(&forwarded),
+        "nothing acknowledged lost"
+    );
+    let on_disk: u64 = std::fs::read_dir(&spool)
+        .expect("spool")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "seg"))
+        .map(|entry| entry.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(on_disk < 200 * 1024, "{on_disk} bytes still on the disk");
+    assert_eq!(
+        app.notify(&padded(2000)).await.status,
+        200,
+        "answers 200 again"
+    );
+    eprintln!(
+        "full disk: {} acknowledged before the first 503, all forwarded, {on_disk} bytes left",
+        acknowledged.len()
+    );
+    app.stop().await.expect("a clean stop");
+}
