@@ -386,7 +386,8 @@ fn kafka_options(settings: &Settings) -> KafkaOptions {
     };
     KafkaOptions {
         brokers: settings.kafka.brokers.clone(),
-        librdkafka: settings.kafka.librdkafka.0.clone(),
+        librdkafka: settings.kafka.librdkafka_properties(),
+        hidden: settings.kafka.hidden_properties(),
         max_body_bytes: settings.server.max_body_bytes,
         message_timeout,
         create_topics: settings.kafka.create_topics,

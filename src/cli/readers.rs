@@ -55,7 +55,8 @@ pub(super) fn resolve_brokers(
 pub(super) fn kafka_options(settings: &Settings, brokers: String) -> KafkaOptions {
     KafkaOptions {
         brokers,
-        librdkafka: settings.kafka.librdkafka.0.clone(),
+        librdkafka: settings.kafka.librdkafka_properties(),
+        hidden: settings.kafka.hidden_properties(),
         max_body_bytes: settings.server.max_body_bytes,
         message_timeout: Duration::from_secs(30),
         create_topics: settings.kafka.create_topics,

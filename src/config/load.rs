@@ -83,6 +83,10 @@ impl Settings {
             .into_iter()
             .map(|(key, value)| (key.replace('_', "."), value))
             .collect();
+        settings.kafka.librdkafka_files = std::mem::take(&mut settings.kafka.librdkafka_files)
+            .into_iter()
+            .map(|(key, path)| (key.replace('_', "."), path))
+            .collect();
         let problems = settings.read_secret_files();
         Ok((settings, problems))
     }
@@ -118,6 +122,19 @@ impl Settings {
                         path.display()
                     )),
                 }
+            }
+        }
+        let kafka = &mut self.kafka;
+        for (key, path) in &kafka.librdkafka_files {
+            let setting = format!("kafka.librdkafka_files.\"{key}\"");
+            if kafka.librdkafka.0.contains_key(key) {
+                problems.push(format!(
+                    "{setting} and kafka.librdkafka.\"{key}\" are both set; keep one"
+                ));
+                continue;
+            }
+            if let Some(value) = read_file_secret(path, &setting, &mut problems) {
+                kafka.librdkafka_secrets.insert(key.clone(), value);
             }
         }
         read_secret(
@@ -171,6 +188,27 @@ fn demo_app() -> AppSettings {
     }
 }
 
+/// The secret held by the file at `path` (less a trailing newline), or a problem naming
+/// `setting`.
+fn read_file_secret(
+    path: &Path,
+    setting: &str,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_owned(),
+        )),
+        Err(error) => {
+            problems.push(format!(
+                "{setting} = {}: cannot be read ({error})",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
 fn read_secret(
     secret: &mut Option<SecretString>,
     file: &Option<PathBuf>,
@@ -185,17 +223,7 @@ fn read_secret(
         ));
         return;
     }
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            *secret = Some(SecretString::from(
-                text.trim_end_matches(['\r', '\n']).to_owned(),
-            ))
-        }
-        Err(error) => problems.push(format!(
-            "{section}.{name}_file = {}: cannot be read ({error})",
-            path.display()
-        )),
-    }
+    *secret = read_file_secret(path, &format!("{section}.{name}_file"), problems);
 }
 
 /// A list given as a list, or as one comma-separated string (as environment variables

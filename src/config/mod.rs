@@ -181,6 +181,13 @@ pub struct KafkaSettings {
     /// librdkafka properties passed to the producer as they are (`security.protocol`,
     /// `sasl.*`, ...). By environment, `_` in a key stands for `.`.
     pub librdkafka: LibrdkafkaProperties,
+    /// librdkafka properties read from files (Kubernetes Secret mounts), e.g.
+    /// `"sasl.password" = "/etc/kafka/password"`; the file's content, less a trailing
+    /// newline, is the value, which is never printed. By environment, `_` stands for `.`.
+    pub librdkafka_files: BTreeMap<String, PathBuf>,
+    /// The values read from `librdkafka_files`.
+    #[serde(skip)]
+    pub librdkafka_secrets: BTreeMap<String, SecretString>,
     /// Create missing topics before the first record is produced to them.
     pub create_topics: bool,
     /// Partitions of topics the gateway creates.
@@ -200,6 +207,8 @@ impl Default for KafkaSettings {
             deadletter_topic: "whatsapp.deadletter".to_owned(),
             topics: BTreeMap::new(),
             librdkafka: LibrdkafkaProperties::default(),
+            librdkafka_files: BTreeMap::new(),
+            librdkafka_secrets: BTreeMap::new(),
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: -1,
@@ -212,6 +221,21 @@ impl KafkaSettings {
     /// True when the gateway runs its own in-memory broker.
     pub fn is_embedded(&self) -> bool {
         self.brokers == "embedded"
+    }
+
+    /// Every librdkafka property to pass to the clients: `[kafka.librdkafka]` and the
+    /// values read from `[kafka.librdkafka_files]`.
+    pub fn librdkafka_properties(&self) -> BTreeMap<String, String> {
+        let mut properties = self.librdkafka.0.clone();
+        for (key, value) in &self.librdkafka_secrets {
+            properties.insert(key.clone(), value.expose_secret().to_owned());
+        }
+        properties
+    }
+
+    /// The properties whose values are never to be shown: those read from files.
+    pub fn hidden_properties(&self) -> std::collections::BTreeSet<String> {
+        self.librdkafka_secrets.keys().cloned().collect()
     }
 
     /// The topic layout these settings describe.

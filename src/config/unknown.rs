@@ -94,11 +94,12 @@ fn line_of(text: &str, path: &str) -> Option<usize> {
 
 /// The keys a section of the settings has (`server`, `apps.shop`; `` for the top level),
 /// read off the defaults serialized with every optional key present. `None` for a
-/// section of free names (`apps`, `kafka.topics`, `kafka.librdkafka`) or for a value.
+/// section of free names (`apps`, `kafka.topics`, `kafka.librdkafka`,
+/// `kafka.librdkafka_files`) or for a value.
 fn known_keys(section: &str) -> Option<Vec<String>> {
     let segments: Vec<&str> = section.split('.').filter(|s| !s.is_empty()).collect();
     let node = match segments.as_slice() {
-        ["apps"] | ["kafka", "topics" | "librdkafka"] => return None,
+        ["apps"] | ["kafka", "topics" | "librdkafka" | "librdkafka_files"] => return None,
         ["apps", _] => json(&AppSettings::default()),
         ["server", "tls"] => json(&TlsSettings {
             cert_file: Default::default(),

@@ -28,8 +28,11 @@ const ENVELOPE_ROOM_BYTES: u64 = 64 * 1024;
 pub struct KafkaOptions {
     /// `bootstrap.servers`.
     pub brokers: String,
-    /// `[kafka.librdkafka]`, applied last, so it can override every default.
+    /// `[kafka.librdkafka]` and `[kafka.librdkafka_files]`, applied last, so they can
+    /// override every default.
     pub librdkafka: BTreeMap<String, String>,
+    /// Properties whose values are never shown, not even when invalid (read from files).
+    pub hidden: std::collections::BTreeSet<String>,
     /// The largest body the gateway accepts; sizes the producer's and topics' limits.
     pub max_body_bytes: u64,
     /// `message.timeout.ms`: how long librdkafka keeps retrying one record.
@@ -84,8 +87,8 @@ impl KafkaOptions {
     }
 }
 
-/// Why the operator's `[kafka.librdkafka]` properties cannot be used, one sentence per
-/// property. Found by building each property, then the producer's whole configuration, as
+/// Why the operator's `[kafka.librdkafka]` and `[kafka.librdkafka_files]` properties
+/// cannot be used, one sentence per property. Found by building each property, then the producer's whole configuration, as
 /// librdkafka does, without creating a client or connecting. A value is quoted only when
 /// it is known not to be secret.
 pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
@@ -98,13 +101,13 @@ pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
             config
                 .create_native_config()
                 .err()
-                .map(|error| describe(&error))
+                .map(|error| describe_hiding(&error, &options.hidden))
         })
         .collect();
     if problems.is_empty()
         && let Err(error) = options.producer_config().create_native_config()
     {
-        problems.push(describe(&error));
+        problems.push(describe_hiding(&error, &options.hidden));
     }
     problems
 }
@@ -112,6 +115,11 @@ pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
 /// A client error in the gateway's words, without the property value librdkafka's own
 /// text carries (it may be a password).
 pub fn describe(error: &KafkaError) -> String {
+    describe_hiding(error, &std::collections::BTreeSet::new())
+}
+
+/// [`describe`], never showing the value of a property in `hidden`.
+fn describe_hiding(error: &KafkaError, hidden: &std::collections::BTreeSet<String>) -> String {
     let KafkaError::ClientConfig(result, _, key, value) = error else {
         return error.to_string();
     };
@@ -121,7 +129,7 @@ pub fn describe(error: &KafkaError) -> String {
              Java client properties such as sasl.jaas.config do not apply)"
                 .to_owned()
         }
-        _ if crate::config::is_shown_property(key) => {
+        _ if crate::config::is_shown_property(key) && !hidden.contains(key) => {
             format!("= {value:?} is not a valid value for this property")
         }
         _ => "has a value that is not valid for this property (value not shown)".to_owned(),
@@ -350,6 +358,7 @@ mod tests {
         KafkaOptions {
             brokers: "k1:9092".to_owned(),
             librdkafka: BTreeMap::from([("linger.ms".to_owned(), "20".to_owned())]),
+            hidden: Default::default(),
             max_body_bytes: 4 * 1024 * 1024,
             message_timeout: Duration::from_secs(5),
             create_topics: true,

@@ -520,3 +520,59 @@ fn completions_are_written_for_bash_zsh_and_fish() {
         .expect("runs");
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn librdkafka_properties_can_come_from_files_and_their_values_never_show() {
+    let dir = tempfile::tempdir().expect("dir");
+    let password = dir.path().join("password");
+    let linger = dir.path().join("linger");
+    std::fs::write(&password, "HUNTER-FILE\n").expect("write");
+    std::fs::write(&linger, "soon").expect("write");
+    let config = |files: &str| {
+        format!(
+            "[apps.default]\nsecret = \"s\"\nverify_token = \"t\"\n[kafka]\nbrokers = \
+             \"127.0.0.1:9\"\n[kafka.librdkafka]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\
+             \"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"gateway\"\n\
+             [kafka.librdkafka_files]\n{files}"
+        )
+    };
+    let valid = config(&format!(
+        "\"sasl.password\" = {:?}\n",
+        password.display().to_string()
+    ));
+    let (code, printed) = run_with_config("check-config", &valid);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(!printed.contains("HUNTER"), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "\"sasl.password\" = {:?}",
+            password.display().to_string()
+        )),
+        "the file's path is shown: {printed}"
+    );
+
+    let missing = config("\"sasl.password\" = \"/nonexistent/kafka-password\"\n");
+    for command in ["check-config", "serve"] {
+        let (code, printed) = run_with_config(command, &missing);
+        assert_eq!(code, Some(78), "{command}: {printed}");
+        assert!(
+            printed.contains(
+                "kafka.librdkafka_files.\"sasl.password\" = /nonexistent/kafka-password: cannot be read"
+            ),
+            "{command}: {printed}"
+        );
+    }
+
+    // Even a property whose value is usually shown is not, when it comes from a file.
+    let invalid = config(&format!(
+        "\"linger.ms\" = {:?}\n",
+        linger.display().to_string()
+    ));
+    let (code, printed) = run_with_config("check-config", &invalid);
+    assert_eq!(code, Some(78), "{printed}");
+    assert!(
+        printed.contains("kafka.librdkafka.\"linger.ms\""),
+        "{printed}"
+    );
+    assert!(!printed.contains("soon"), "{printed}");
+}
