@@ -77,6 +77,8 @@ impl App {
             }
         }
 
+        let routing = settings.kafka.routing();
+        let metrics = Arc::new(Metrics::new(routing.known_topics()));
         let (publisher, kafka) = match dependencies.publisher {
             Some(publisher) => (publisher, None),
             None => {
@@ -85,19 +87,18 @@ impl App {
                 if !problems.is_empty() {
                     return Err(ConfigError::Invalid(problems).into());
                 }
-                let kafka = KafkaPublisher::new(options).map_err(|error| {
-                    anyhow::anyhow!(
-                        "creating the Kafka producer: {} (check [kafka.librdkafka])",
-                        crate::publish::kafka::describe(&error)
-                    )
-                })?;
+                let kafka =
+                    KafkaPublisher::new(options, Some(metrics.clone())).map_err(|error| {
+                        anyhow::anyhow!(
+                            "creating the Kafka producer: {} (check [kafka.librdkafka])",
+                            crate::publish::kafka::describe(&error)
+                        )
+                    })?;
                 let kafka = Arc::new(kafka);
                 (kafka.clone() as Arc<dyn Publisher>, Some(kafka))
             }
         };
 
-        let routing = settings.kafka.routing();
-        let metrics = Arc::new(Metrics::new(routing.known_topics()));
         let readiness = Arc::new(Readiness::new());
         let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
         if let Some(problem) = spool_dir_problem(&settings) {
@@ -388,6 +389,7 @@ fn kafka_options(settings: &Settings) -> KafkaOptions {
         brokers: settings.kafka.brokers.clone(),
         librdkafka: settings.kafka.librdkafka_properties(),
         hidden: settings.kafka.hidden_properties(),
+        statistics_interval: Duration::from_millis(settings.kafka.statistics_interval_ms),
         max_body_bytes: settings.server.max_body_bytes,
         message_timeout,
         create_topics: settings.kafka.create_topics,

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Bucket bounds for request and delivery latencies, in seconds: Meta wants a median under
@@ -37,6 +37,11 @@ macro_rules! metrics {
             /// may be used as labels; any other topic is counted as `other`.
             pub fn new(topics: impl IntoIterator<Item = String>) -> Self {
                 let registry = Registry::new();
+                // process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+                #[cfg(target_os = "linux")]
+                registry
+                    .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+                    .expect("the process collector is registered once");
                 let metrics = Self {
                     $($field: register(&registry, $make),)+
                     registry,
@@ -44,7 +49,7 @@ macro_rules! metrics {
                 };
                 metrics
                     .build_info
-                    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+                    .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("WABA_GATEWAY_REVISION")])
                     .set(1);
                 metrics
             }
@@ -76,6 +81,8 @@ metrics! {
     spool_bytes: IntGauge = IntGauge::new("waba_gateway_spool_bytes", "Bytes on the local spool not yet released.");
     /// `waba_gateway_spool_oldest_entry_age_seconds`.
     spool_oldest_age: Gauge = Gauge::new("waba_gateway_spool_oldest_entry_age_seconds", "Age of the oldest notification on the spool not yet in Kafka; 0 when empty.");
+    /// `waba_gateway_spool_max_bytes`: `delivery.spool_max_bytes`, for alerts on how full.
+    spool_max_bytes: IntGauge = IntGauge::new("waba_gateway_spool_max_bytes", "The spool's size limit, delivery.spool_max_bytes.");
     /// `waba_gateway_spool_fsyncs_total`: one per group commit.
     spool_fsyncs: IntCounter = IntCounter::new("waba_gateway_spool_fsyncs_total", "Spool writes made durable with fdatasync; each covers every request waiting.");
     /// `waba_gateway_spool_quarantined_total`: corrupt spool ranges moved aside.
@@ -92,8 +99,18 @@ metrics! {
     tls_handshake_failures: IntCounterVec = counters("waba_gateway_tls_handshake_failures_total", "TLS handshakes that failed on the webhook listener, by reason.", &["reason"]);
     /// `waba_gateway_tls_reloads_total{outcome}`: certificate reloads (`ok`, `error`).
     tls_reloads: IntCounterVec = counters("waba_gateway_tls_reloads_total", "Reloads of the TLS certificate and key, by outcome (ok or error).", &["outcome"]);
-    /// `waba_gateway_build_info{version}`.
-    build_info: IntGaugeVec = IntGaugeVec::new(Opts::new("waba_gateway_build_info", "Always 1; the version that runs."), &["version"]);
+    /// `waba_gateway_kafka_producer_queue_messages` (librdkafka statistics).
+    kafka_producer_queue_messages: IntGauge = IntGauge::new("waba_gateway_kafka_producer_queue_messages", "Records in the producer's queue, not yet acknowledged (librdkafka statistics).");
+    /// `waba_gateway_kafka_producer_queue_bytes` (librdkafka statistics).
+    kafka_producer_queue_bytes: IntGauge = IntGauge::new("waba_gateway_kafka_producer_queue_bytes", "Bytes of the records in the producer's queue (librdkafka statistics).");
+    /// `waba_gateway_kafka_broker_rtt_seconds{broker,quantile}` (librdkafka statistics).
+    kafka_broker_rtt: GaugeVec = GaugeVec::new(Opts::new("waba_gateway_kafka_broker_rtt_seconds", "Round-trip time to each broker, by quantile (0.5, 0.99), from librdkafka statistics."), &["broker", "quantile"]);
+    /// `waba_gateway_kafka_broker_up{broker}`: 1 while librdkafka's state is UP.
+    kafka_broker_up: IntGaugeVec = IntGaugeVec::new(Opts::new("waba_gateway_kafka_broker_up", "1 while librdkafka's connection to the broker is UP, else 0."), &["broker"]);
+    /// `waba_gateway_kafka_errors_total{kind}`: librdkafka's errors by class.
+    kafka_errors: IntCounterVec = counters("waba_gateway_kafka_errors_total", "Errors librdkafka reported, by kind (its error code's name).", &["kind"]);
+    /// `waba_gateway_build_info{version,revision}`.
+    build_info: IntGaugeVec = IntGaugeVec::new(Opts::new("waba_gateway_build_info", "Always 1; the version and revision that run."), &["version", "revision"]);
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,7 +210,8 @@ mod tests {
             "waba_gateway_kafka_delivery_seconds_count 1",
             "waba_gateway_spool_entries 0",
             "waba_gateway_spool_bytes 0",
-            "waba_gateway_build_info{version=\"",
+            "waba_gateway_build_info{revision=\"",
+            concat!("version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

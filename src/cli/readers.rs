@@ -57,6 +57,7 @@ pub(super) fn kafka_options(settings: &Settings, brokers: String) -> KafkaOption
         brokers,
         librdkafka: settings.kafka.librdkafka_properties(),
         hidden: settings.kafka.hidden_properties(),
+        statistics_interval: Duration::ZERO,
         max_body_bytes: settings.server.max_body_bytes,
         message_timeout: Duration::from_secs(30),
         create_topics: settings.kafka.create_topics,
@@ -146,7 +147,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let consumer = options.consumer_config();
     let terminal = std::io::stderr().is_terminal();
     let summary = runtime.block_on(async {
-        let publisher = Arc::new(KafkaPublisher::new(options).map_err(|error| {
+        let publisher = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
             anyhow::anyhow!(
                 "creating the Kafka producer: {}",
                 crate::publish::kafka::describe(&error)

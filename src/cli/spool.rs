@@ -107,7 +107,7 @@ fn drain(
         let (spool, recovery) =
             Spool::open(&dir, settings.delivery.spool_max_bytes, metrics.clone())
                 .with_context(|| format!("opening the spool in {}", dir.display()))?;
-        let kafka = Arc::new(KafkaPublisher::new(options).map_err(|error| {
+        let kafka = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
             anyhow::anyhow!(
                 "creating the Kafka producer: {}",
                 crate::publish::kafka::describe(&error)

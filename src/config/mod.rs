@@ -194,6 +194,9 @@ pub struct KafkaSettings {
     pub topic_partitions: i32,
     /// Replication factor of topics the gateway creates; -1 takes the broker's default.
     pub topic_replication_factor: i32,
+    /// How often librdkafka's statistics (queue, broker RTT and state) are read into
+    /// `/metrics`; 0 turns them off.
+    pub statistics_interval_ms: u64,
     /// Where `serve` writes the embedded broker's address, so that `tail` finds it.
     pub embedded_address_file: PathBuf,
 }
@@ -212,6 +215,7 @@ impl Default for KafkaSettings {
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: -1,
+            statistics_interval_ms: 15_000,
             embedded_address_file: PathBuf::from("data/embedded-kafka.addr"),
         }
     }

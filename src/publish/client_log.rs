@@ -9,7 +9,9 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
 
+use crate::metrics::Metrics;
 use crate::telemetry::Throttle;
 
 /// How often a condition that persists is logged again.
@@ -24,6 +26,9 @@ pub struct ClientLog {
 
 struct Inner {
     brokers: String,
+    /// Where librdkafka's statistics and errors are counted (the gateway's clients; not
+    /// `tail`'s).
+    metrics: Option<Arc<Metrics>>,
     unreachable: Throttle,
     errors: Throttle,
     logs: Throttle,
@@ -32,9 +37,16 @@ struct Inner {
 impl ClientLog {
     /// The context for clients of `brokers` (`kafka.brokers`).
     pub fn new(brokers: &str) -> Self {
+        Self::counting(brokers, None)
+    }
+
+    /// The context for the gateway's own clients, whose statistics and errors go into
+    /// `metrics`.
+    pub fn counting(brokers: &str, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 brokers: brokers.to_owned(),
+                metrics,
                 unreachable: Throttle::new(REPEAT_INTERVAL),
                 errors: Throttle::new(REPEAT_INTERVAL),
                 logs: Throttle::new(REPEAT_INTERVAL),
@@ -72,7 +84,44 @@ impl ClientContext for ClientLog {
         }
     }
 
+    fn stats(&self, statistics: Statistics) {
+        let Some(metrics) = &self.inner.metrics else {
+            return;
+        };
+        metrics
+            .kafka_producer_queue_messages
+            .set(statistics.msg_cnt as i64);
+        metrics
+            .kafka_producer_queue_bytes
+            .set(statistics.msg_size as i64);
+        for broker in statistics.brokers.values() {
+            // Bootstrap entries stand for an address, not a broker: the real ones follow.
+            if broker.nodeid < 0 {
+                continue;
+            }
+            let up = i64::from(broker.state == "UP");
+            metrics
+                .kafka_broker_up
+                .with_label_values(&[&broker.name])
+                .set(up);
+            if let Some(rtt) = &broker.rtt {
+                for (quantile, micros) in [("0.5", rtt.p50), ("0.99", rtt.p99)] {
+                    metrics
+                        .kafka_broker_rtt
+                        .with_label_values(&[&broker.name, quantile])
+                        .set(micros as f64 / 1e6);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(metrics) = &self.inner.metrics {
+            let kind = error
+                .rdkafka_error_code()
+                .map_or_else(|| "other".to_owned(), |code| format!("{code:?}"));
+            metrics.kafka_errors.with_label_values(&[&kind]).inc();
+        }
         if is_unreachable(&error) {
             if let Some(held_back) = self.inner.unreachable.admit() {
                 tracing::warn!(

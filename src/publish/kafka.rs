@@ -6,7 +6,7 @@
 //! permission, no CreateTopics support) is not an error here; producing then tells.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaConfRes;
 use super::client_log::ClientLog;
 use super::{BoxFuture, Delivery, PublishError, Publisher};
 use crate::envelope::Record;
+use crate::metrics::Metrics;
 
 /// Extra room for the envelope and headers on top of the largest body.
 const ENVELOPE_ROOM_BYTES: u64 = 64 * 1024;
@@ -39,6 +40,8 @@ pub struct KafkaOptions {
     pub message_timeout: Duration,
     /// Whether to create missing topics.
     pub create_topics: bool,
+    /// `statistics.interval.ms`: how often librdkafka reports into the metrics; 0 is off.
+    pub statistics_interval: Duration,
     /// Partitions of created topics.
     pub topic_partitions: i32,
     /// Replication factor of created topics; -1 for the broker's default.
@@ -68,6 +71,10 @@ impl KafkaOptions {
             .set(
                 "message.timeout.ms",
                 self.message_timeout.as_millis().to_string(),
+            )
+            .set(
+                "statistics.interval.ms",
+                self.statistics_interval.as_millis().to_string(),
             );
         for (key, value) in &self.librdkafka {
             config.set(key, value);
@@ -147,11 +154,11 @@ pub struct KafkaPublisher {
 }
 
 impl KafkaPublisher {
-    /// Creates the producer (and the admin client when topics are to be created). Nothing
-    /// connects yet.
-    pub fn new(options: KafkaOptions) -> Result<Self, KafkaError> {
+    /// Creates the producer (and the admin client when topics are to be created), whose
+    /// statistics and errors go into `metrics` when given. Nothing connects yet.
+    pub fn new(options: KafkaOptions, metrics: Option<Arc<Metrics>>) -> Result<Self, KafkaError> {
         let config = options.producer_config();
-        let log = ClientLog::new(&options.brokers);
+        let log = ClientLog::counting(&options.brokers, metrics);
         let producer = config.create_with_context(log.clone())?;
         let admin = if options.create_topics {
             Some(options.consumer_config().create_with_context(log)?)
@@ -359,6 +366,7 @@ mod tests {
             brokers: "k1:9092".to_owned(),
             librdkafka: BTreeMap::from([("linger.ms".to_owned(), "20".to_owned())]),
             hidden: Default::default(),
+            statistics_interval: Duration::from_secs(15),
             max_body_bytes: 4 * 1024 * 1024,
             message_timeout: Duration::from_secs(5),
             create_topics: true,

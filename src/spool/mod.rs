@@ -183,6 +183,7 @@ impl Spool {
         metrics
             .spool_quarantined
             .inc_by(recovery.quarantined as u64);
+        metrics.spool_max_bytes.set(max_bytes as i64);
 
         let (sender, receiver) = mpsc::channel();
         let spool = Arc::new(Self {

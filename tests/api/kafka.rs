@@ -306,3 +306,62 @@ async fn a_full_producer_queue_is_answered_503_at_once_not_after_the_ack_timeout
         started.elapsed()
     );
 }
+
+/// librdkafka's statistics reach /metrics: the producer's queue, each broker's state and
+/// round-trip time; a broker that goes down shows as down, and its errors are counted.
+/// The process collector and the build's revision are there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_client_statistics_and_process_metrics_are_exported() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let app = spawn_kafka_app(
+        &brokers,
+        &[("WABA_GATEWAY__KAFKA__STATISTICS_INTERVAL_MS", "100")],
+    )
+    .await;
+    app.wait_ready().await;
+    assert_eq!(app.notify(&fixture("messages_text.json")).await.status, 200);
+    let text = |app: &TestApp| {
+        let url = app.admin_url("/metrics");
+        async move { get(&url).await.text() }
+    };
+    let up_line = |metrics: &str, value: &str| {
+        metrics
+            .lines()
+            .any(|line| line.starts_with("waba_gateway_kafka_broker_up{") && line.ends_with(value))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut metrics = text(&app).await;
+    while !up_line(&metrics, " 1") {
+        assert!(Instant::now() < deadline, "no broker up in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = text(&app).await;
+    }
+    for expected in [
+        "waba_gateway_kafka_broker_rtt_seconds{broker=",
+        "quantile=\"0.99\"}",
+        "waba_gateway_kafka_producer_queue_messages ",
+        "waba_gateway_kafka_producer_queue_bytes ",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "waba_gateway_build_info{revision=\"",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+
+    cluster.broker_down(1).expect("down");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !up_line(&metrics, " 0") {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never showed down:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = text(&app).await;
+    }
+    cluster.broker_up(1).expect("up");
+}

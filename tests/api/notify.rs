@@ -261,7 +261,7 @@ async fn health_and_readiness_answer_on_both_listeners() {
     assert!(
         metrics
             .text()
-            .contains("waba_gateway_build_info{version=\"")
+            .contains("waba_gateway_build_info{revision=\"")
     );
 }
 
