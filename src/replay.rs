@@ -2,7 +2,8 @@
 //! letter's raw body goes through the current split again; what now splits is published
 //! to its topics as a live delivery would be (the same records and `event_id`s, the
 //! header `wa-replayed-from: {topic}/{partition}/{offset}` added), what still fails is
-//! counted by reason and left where it is.
+//! counted by reason and left where it is. A record Kafka refused for good (it carries
+//! `wa-topic`) is published again as it was, to the topic it was meant for.
 //!
 //! Without a window or a reason filter, the run reads in its own consumer group and
 //! commits each dead letter once handled, so that a second run publishes nothing new.
@@ -18,7 +19,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::envelope;
+use crate::envelope::{self, Record};
 use crate::publish::Sink;
 use crate::publish::client_log::ClientLog;
 use crate::routing::Routing;
@@ -226,7 +227,7 @@ async fn replay_one(
     let wanted_reason = options
         .reason
         .as_ref()
-        .is_none_or(|reason| header("wa-error").as_deref() == Some(reason.as_str()));
+        .is_none_or(|reason| wa_error_reason(header("wa-error").as_deref()) == Some(reason));
     if written.is_some_and(outside) || !wanted_reason {
         summary.skipped += 1;
         return Ok(());
@@ -237,12 +238,19 @@ async fn replay_one(
         .or(written)
         .unwrap_or_else(SystemTime::now);
     let body = message.payload().unwrap_or_default();
-    let split = envelope::to_records(routing, &app, body, received_at);
-    if let Some(reason) = split.deadletter {
-        *summary.still_failing.entry(reason.to_owned()).or_default() += 1;
-        return Ok(());
-    }
-    let mut records = split.records;
+    let mut records = match header("wa-topic") {
+        // A record Kafka refused for good: its envelope goes to the topic it was meant
+        // for, as it was (the topic may exist now).
+        Some(topic) => vec![refused_record(message, topic, body)],
+        None => {
+            let split = envelope::to_records(routing, &app, body, received_at);
+            if let Some(reason) = split.deadletter {
+                *summary.still_failing.entry(reason.to_owned()).or_default() += 1;
+                return Ok(());
+            }
+            split.records
+        }
+    };
     let origin = format!(
         "{}/{}/{}",
         message.topic(),
@@ -261,6 +269,49 @@ async fn replay_one(
             .with_context(|| format!("publishing the records of dead letter {origin}"))?;
     }
     Ok(())
+}
+
+/// The headers a routed record carries, which a refused record keeps when it is replayed.
+const RECORD_HEADERS: &[&str] = &[
+    "wa-event-id",
+    "wa-app",
+    "wa-object",
+    "wa-entry-id",
+    "wa-field",
+    "wa-phone-number-id",
+    "content-type",
+];
+
+/// The reason of a `wa-error` header: `unknown_topic: Broker: Unknown topic` is
+/// `unknown_topic`.
+fn wa_error_reason(error: Option<&str>) -> Option<&str> {
+    error.map(|error| error.split(':').next().unwrap_or(error).trim())
+}
+
+/// The record a refused dead letter stands for: its envelope, key and headers, to `topic`.
+fn refused_record(message: &BorrowedMessage<'_>, topic: String, value: &[u8]) -> Record {
+    let mut headers: Vec<(&'static str, String)> = Vec::new();
+    if let Some(list) = message.headers() {
+        for header in list.iter() {
+            if let Some(name) = RECORD_HEADERS.iter().find(|name| **name == header.key) {
+                let value = String::from_utf8_lossy(header.value.unwrap_or_default());
+                headers.push((name, value.into_owned()));
+            }
+        }
+    }
+    let field = headers
+        .iter()
+        .find(|(name, _)| *name == "wa-field")
+        .map(|(_, field)| field.as_str());
+    Record {
+        topic,
+        key: message
+            .key()
+            .map(|key| String::from_utf8_lossy(key).into_owned()),
+        field: crate::routing::field_label(field),
+        headers,
+        value: value.to_vec(),
+    }
 }
 
 fn millis(at: SystemTime) -> i64 {

@@ -247,10 +247,12 @@ fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-/// Runs `replay --from deadletter` against `brokers`; it must succeed. Returns its output.
-fn replay(brokers: &str) -> String {
+/// Runs `replay --from deadletter` against `brokers`, with `extra` arguments; it must
+/// succeed. Returns its output.
+fn replay(brokers: &str, extra: &[&str]) -> String {
     let output = binary()
         .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
+        .args(extra)
         .env("WABA_GATEWAY__KAFKA__BROKERS", brokers)
         .output()
         .expect("runs");
@@ -273,7 +275,7 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
         ],
     );
 
-    let first = replay(&broker.address);
+    let first = replay(&broker.address, &[]);
     assert_eq!(
         first.trim(),
         "read 2 dead letters: 1 replayed as 1 records, 1 still failing (invalid_json: 1)"
@@ -305,7 +307,7 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
     );
 
     // Its group's committed offsets: a second run finds nothing new to publish.
-    let second = replay(&broker.address);
+    let second = replay(&broker.address, &[]);
     assert_eq!(
         second.trim(),
         "read 0 dead letters: 0 replayed as 0 records, 0 still failing"
@@ -477,4 +479,25 @@ async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
         "the restart replayed nothing already released"
     );
     assert_eq!(restarted.signal("TERM").code(), Some(0));
+
+    // Once the topic exists, replay sends the refused record where it was meant to go.
+    let address = broker.address.clone();
+    let (summary, calls) = tokio::task::spawn_blocking(move || {
+        create_topics(&address, &["whatsapp.calls"]);
+        let summary = replay(&address, &["--reason", "unknown_topic"]);
+        (summary, consume(&address, &["whatsapp.calls"], 1))
+    })
+    .await
+    .expect("replayed");
+    assert_eq!(
+        summary.trim(),
+        "read 1 dead letters: 1 replayed as 1 records, 0 still failing"
+    );
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].json()["field"], "calls");
+    assert_eq!(calls[0].event_id(), dead[0].event_id());
+    assert_eq!(
+        calls[0].headers.get("wa-replayed-from").map(String::as_str),
+        Some("whatsapp.deadletter/0/0")
+    );
 }

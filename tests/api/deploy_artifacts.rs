@@ -54,6 +54,12 @@ fn exported() -> BTreeSet<String> {
         .with_label_values(&["client_name"])
         .inc();
     metrics.tls_reloads.with_label_values(&["ok"]).inc();
+    metrics.kafka_broker_up.with_label_values(&["b"]).set(1);
+    metrics
+        .kafka_broker_rtt
+        .with_label_values(&["b", "0.5"])
+        .set(0.001);
+    metrics.kafka_errors.with_label_values(&["k"]).inc();
     let text = String::from_utf8(metrics.render()).expect("utf-8");
     let mut names = BTreeSet::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
@@ -95,4 +101,23 @@ fn the_charts_alert_rules_are_deploys() {
         read("deploy/prometheus/rules.yml"),
         "copy deploy/prometheus/rules.yml to helm/waba-gateway/files/rules.yml"
     );
+}
+
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let rules = read("deploy/prometheus/rules.yml");
+    let runbook = read("docs/RUNBOOK.md");
+    let alerts = rules.matches("- alert: ").count();
+    let urls: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("runbook_url: \"docs/RUNBOOK.md#"))
+        .map(|rest| rest.trim_end_matches('"'))
+        .collect();
+    assert_eq!(urls.len(), alerts, "one runbook_url per alert");
+    for anchor in urls {
+        assert!(
+            runbook.contains(&format!("\n## {anchor}\n")),
+            "docs/RUNBOOK.md has no section {anchor}"
+        );
+    }
 }
