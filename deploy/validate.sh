@@ -83,9 +83,9 @@ for m in report["messages"]:
     print(f"  lint: {m['path']}: {m['error']}")
 if problems:
     sys.exit(f"helm lint --strict: {problems}")
-secrets = {"default-secret": "s", "default-verify-token": "t", "eu-secret": "s2", "eu-verify-token": "t2", "eu-previous-secrets": "old\n"}
+secrets = {"default-secret": "app-secret-Qx81", "default-verify-token": "verify-token-Wm27", "eu-secret": "app-secret-Ep44", "eu-verify-token": "verify-token-Rt93", "eu-previous-secrets": "old-secret-Lk56\n"}
 variants = {
-    "defaults": {"secret": {"data": {"default-secret": "s", "default-verify-token": "t"}}},
+    "defaults": {"secret": {"data": {"default-secret": "app-secret-Qx81", "default-verify-token": "verify-token-Wm27"}}},
     "everything": {
         "apps": {"default": {"path": "/webhook"}, "eu": {"path": "/webhook/eu", "rotating": True}},
         "secret": {"data": secrets},
@@ -96,8 +96,32 @@ variants = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "networkPolicy": {"enabled": True},
+        "config": {
+            "shutdown": {"lame_duck_ms": 5000, "drain_timeout_ms": 20000},
+            "kafka": {
+                "brokers": "kafka-0.kafka:9093,kafka-1.kafka:9093",
+                "librdkafka": {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "waba-gateway"},
+            },
+        },
+        "kafka": {"existingSecret": "kafka-credentials", "secretFiles": {"sasl.password": "password"},
+                  "caKey": "ca.crt", "certificateKey": "client.crt", "privateKeyKey": "client.key"},
+        "tls": {"existingSecret": "hooks-tls", "clientCaSecret": "meta-client-ca"},
+        "serviceAccount": {"create": True, "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/gw"}},
+        "extraEnv": [{"name": "WABA_GATEWAY__LOG__LEVEL", "value": "info"}],
+        "envFrom": [{"secretRef": {"name": "waba-gateway-env"}}],
+        "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        "podLabels": {"team": "messaging"},
     },
 }
+# A values file with a key the chart does not know is refused.
+try:
+    helm_python.Chart.load(chart_path).render({"secret": {"data": {}}, "persistance": {"enabled": True}}, name="gw", namespace="whatsapp", is_install=True)
+except Exception as error:
+    assert "persistance" in str(error) or "additional" in str(error).lower(), error
+    print("  an unknown key is refused:", str(error).splitlines()[0][:120])
+else:
+    sys.exit("a values file with an unknown key (persistance) was accepted")
 chart = helm_python.Chart.load(chart_path)
 for variant, values in variants.items():
     rendered = chart.render(values, name="gw", namespace="whatsapp", is_install=True)
@@ -132,16 +156,39 @@ yaml.safe_dump(rule["spec"], open(sys.argv[2], "w"))
 promtool check rules "$out/rules-from-chart.yml"
 
 step "The configuration the chart renders loads in the gateway"
+# A certificate to stand in for the Secrets the chart mounts (TLS, Meta's CA, Kafka's).
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=gateway.test" \
+  -addext "subjectAltName=DNS:gateway.test" \
+  -keyout "$out/standin.key" -out "$out/standin.crt" 2>/dev/null
 for variant in defaults everything; do
-  "$venv/bin/python" - "$out/$variant" <<'PY'
-import os, sys, yaml
-folder = sys.argv[1]
+  "$venv/bin/python" - "$out/$variant" "$out" <<'PY'
+import os, shutil, sys, yaml
+folder, out = sys.argv[1], sys.argv[2]
 config = yaml.safe_load(open(os.path.join(folder, "waba-gateway_templates_configmap.yaml")))["data"]["config.toml"]
 secret = yaml.safe_load(open(os.path.join(folder, "waba-gateway_templates_secret.yaml")))["stringData"]
 os.makedirs(os.path.join(folder, "secrets"), exist_ok=True)
 for key, value in secret.items():
     open(os.path.join(folder, "secrets", key), "w").write(value)
-open(os.path.join(folder, "config.toml"), "w").write(config.replace("/etc/waba-gateway-secrets/", os.path.join(folder, "secrets") + "/"))
+    # No secret value is ever in a ConfigMap.
+    assert value.strip() not in config, f"the secret {key} is in the ConfigMap"
+# The Secrets the chart only mounts (Kafka credentials, certificates) stand in as files.
+standins = {"password": None, "ca.crt": "standin.crt", "client.crt": "standin.crt",
+            "client.key": "standin.key", "tls.crt": "standin.crt", "tls.key": "standin.key"}
+for mount in ["/etc/waba-gateway-kafka/", "/etc/waba-gateway-tls/", "/etc/waba-gateway-client-ca/"]:
+    if mount not in config:
+        continue
+    local = os.path.join(folder, os.path.basename(mount.rstrip("/")))
+    os.makedirs(local, exist_ok=True)
+    for name, source in standins.items():
+        if source:
+            shutil.copy(os.path.join(out, source), os.path.join(local, name))
+        else:
+            open(os.path.join(local, name), "w").write("kafka-password-Hv12\n")
+    config = config.replace(mount, local + "/")
+    print(f"  {os.path.basename(folder)}: mounts {mount}")
+assert "kafka-password-Hv12" not in config
+config = config.replace("/etc/waba-gateway-secrets/", os.path.join(folder, "secrets") + "/")
+open(os.path.join(folder, "config.toml"), "w").write(config)
 PY
   "$gateway" check-config --config "$out/$variant/config.toml" >/dev/null
   echo "  $variant: check-config accepts it"

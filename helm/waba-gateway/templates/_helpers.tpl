@@ -22,6 +22,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- define "waba-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "waba-gateway.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "waba-gateway.secretName" -}}
 {{- default (include "waba-gateway.fullname" .) .Values.secret.existingSecret -}}
 {{- end -}}
@@ -38,8 +46,14 @@ flush and exit. */}}
 metadata:
   labels:
     {{- include "waba-gateway.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   annotations:
     checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+    {{- if not .Values.secret.existingSecret }}
+    checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+    {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -48,6 +62,7 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  serviceAccountName: {{ include "waba-gateway.serviceAccountName" . }}
   terminationGracePeriodSeconds: {{ include "waba-gateway.gracePeriodSeconds" . }}
   securityContext:
     runAsNonRoot: true
@@ -61,6 +76,14 @@ spec:
       image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args: ["serve", "--config", "/etc/waba-gateway/config.toml"]
+      {{- with .Values.extraEnv }}
+      env:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.envFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       ports:
         - name: http
           containerPort: 8080
@@ -94,6 +117,24 @@ spec:
           readOnly: true
         - name: spool
           mountPath: /var/lib/waba-gateway/spool
+        {{- if .Values.kafka.existingSecret }}
+        - name: kafka
+          mountPath: /etc/waba-gateway-kafka
+          readOnly: true
+        {{- end }}
+        {{- if .Values.tls.existingSecret }}
+        - name: tls
+          mountPath: /etc/waba-gateway-tls
+          readOnly: true
+        {{- end }}
+        {{- if .Values.tls.clientCaSecret }}
+        - name: client-ca
+          mountPath: /etc/waba-gateway-client-ca
+          readOnly: true
+        {{- end }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: config
       configMap:
@@ -105,6 +146,26 @@ spec:
     - name: spool
       emptyDir:
         sizeLimit: {{ .Values.persistence.emptyDirSizeLimit }}
+    {{- end }}
+    {{- with .Values.kafka.existingSecret }}
+    - name: kafka
+      secret:
+        secretName: {{ . }}
+        defaultMode: 0440
+    {{- end }}
+    {{- with .Values.tls.existingSecret }}
+    - name: tls
+      secret:
+        secretName: {{ . }}
+        defaultMode: 0440
+    {{- end }}
+    {{- with .Values.tls.clientCaSecret }}
+    - name: client-ca
+      secret:
+        secretName: {{ . }}
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
