@@ -31,19 +31,29 @@ struct Tansu {
 
 impl Tansu {
     fn start() -> Option<Self> {
+        Self::start_with("memory://tansu/", None, None)
+    }
+
+    /// A broker with `storage` (`sqlite://tansu.db` keeps its data across a restart,
+    /// relative to `dir`), on `address` when given.
+    fn start_with(
+        storage: &str,
+        dir: Option<&std::path::Path>,
+        address: Option<&str>,
+    ) -> Option<Self> {
         let Some(binary) = std::env::var_os("WABA_GATEWAY_TANSU") else {
             eprintln!(
                 "SKIPPED: WABA_GATEWAY_TANSU is not set (tests/run.sh installs tansu and sets it)"
             );
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let address = format!("127.0.0.1:{port}");
+        let address = address.map_or_else(free_address, str::to_owned);
         let url = format!("tcp://{address}");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let child = command
             .args([
                 "broker",
                 "--listener-url",
@@ -51,7 +61,7 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,6 +76,12 @@ impl Tansu {
         }
         Some(Self { child, address })
     }
+}
+
+/// A loopback address nothing listens on yet.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("an address").to_string()
 }
 
 impl Drop for Tansu {
@@ -500,4 +516,212 @@ async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
         calls[0].headers.get("wa-replayed-from").map(String::as_str),
         Some("whatsapp.deadletter/0/0")
     );
+}
+
+/// HAProxy in front of `gateways` (public, admin) on `front`, checking each one's /readyz.
+fn haproxy(dir: &std::path::Path, front: &str, gateways: &[(String, String)]) -> Option<Child> {
+    let servers: String = gateways
+        .iter()
+        .enumerate()
+        .map(|(n, (public, admin))| {
+            let check_port = admin.rsplit(':').next().expect("a port");
+            format!("    server gw{n} {public} check port {check_port} inter 200ms fall 1 rise 1\n")
+        })
+        .collect();
+    let config = format!(
+        "global\n    maxconn 512\ndefaults\n    mode http\n    timeout connect 1s\n    \
+         timeout client 10s\n    timeout server 10s\n    retries 3\n    option redispatch\n\
+         frontend webhooks\n    bind {front}\n    default_backend gateways\n\
+         backend gateways\n    balance roundrobin\n    option httpchk GET /readyz\n    \
+         http-check expect status 200\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).expect("haproxy.cfg");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => Some(child),
+        Err(error) => {
+            eprintln!("SKIPPED: haproxy cannot run ({error}); tests/run.sh installs it");
+            None
+        }
+    }
+}
+
+/// What the Meta-like sender saw.
+#[derive(Default)]
+struct Sent {
+    acknowledged: BTreeSet<String>,
+    retries: u64,
+    longest_gap: Duration,
+}
+
+/// Sends `count` notifications through `url` over `spread`, from `senders` tasks, as Meta
+/// does: signed, every non-200 answer and failed connection retried with backoff until a
+/// 200.
+async fn send_like_meta(url: &str, count: usize, senders: usize, spread: Duration) -> Sent {
+    let begin = Instant::now();
+    let template = String::from_utf8(fixture("messages_status_read.json")).expect("utf-8");
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Sent::default()));
+    let last_ok = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
+    let tasks: Vec<_> = (0..senders)
+        .map(|sender| {
+            let (url, template) = (url.to_owned(), template.clone());
+            let (sent, last_ok) = (sent.clone(), last_ok.clone());
+            tokio::spawn(async move {
+                for n in (sender..count).step_by(senders) {
+                    let due = begin + spread.mul_f64(n as f64 / count as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                    let id = format!("wamid.faults-{n:05}");
+                    let body = template.replace("wamid.GWout0001AAA=", &id);
+                    let mut delay = Duration::from_millis(20);
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while try_notify(&url, body.as_bytes()).await != Some(200) {
+                        assert!(Instant::now() < deadline, "{id} never acknowledged");
+                        sent.lock().expect("lock").retries += 1;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_millis(500));
+                    }
+                    let now = Instant::now();
+                    let mut last = last_ok.lock().expect("lock");
+                    let mut sent = sent.lock().expect("lock");
+                    sent.longest_gap = sent.longest_gap.max(now - *last);
+                    *last = now;
+                    sent.acknowledged.insert(id);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a sender");
+    }
+    std::mem::take(&mut *sent.lock().expect("lock"))
+}
+
+/// The test the most trusted systems run: three gateways with their own spools behind
+/// HAProxy, fed by a sender that behaves like Meta, while one gateway is killed with
+/// `kill -9` and comes back, another gets SIGTERM and comes back, and the broker is
+/// stopped and started again. Every notification the sender was told 200 for is in Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_under_faults_lose_no_acknowledged_notification() {
+    let dir = tempfile::tempdir().expect("dir");
+    let broker_address = free_address();
+    let Some(broker) =
+        Tansu::start_with("sqlite://tansu.db", Some(dir.path()), Some(&broker_address))
+    else {
+        return;
+    };
+    let gateways: Vec<(String, String)> =
+        (0..3).map(|_| (free_address(), free_address())).collect();
+    let env = |n: usize| -> Vec<(String, String)> {
+        let spool = dir.path().join(format!("spool-{n}"));
+        [
+            ("WABA_GATEWAY__KAFKA__BROKERS", broker_address.clone()),
+            ("WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS", "3".to_owned()),
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET.to_owned()),
+            (
+                "WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN",
+                VERIFY_TOKEN.to_owned(),
+            ),
+            ("WABA_GATEWAY__DELIVERY__ACK", "spool".to_owned()),
+            (
+                "WABA_GATEWAY__DELIVERY__SPOOL_DIR",
+                spool.display().to_string(),
+            ),
+            ("WABA_GATEWAY__SERVER__LISTEN", gateways[n].0.clone()),
+            ("WABA_GATEWAY__ADMIN__LISTEN", gateways[n].1.clone()),
+            ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "1000".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .to_vec()
+    };
+    let start = |n: usize| {
+        let env = env(n);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        GatewayProcess::start(dir.path(), &pairs)
+    };
+    let mut running: Vec<Option<GatewayProcess>> = (0..3).map(|n| Some(start(n))).collect();
+    for gateway in running.iter().flatten() {
+        gateway.wait_ready().await;
+    }
+    let front = free_address();
+    let Some(mut proxy) = haproxy(dir.path(), &front, &gateways) else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let url = format!("http://{front}/webhook");
+    let started = Instant::now();
+    let sending =
+        tokio::spawn(async move { send_like_meta(&url, 1200, 8, Duration::from_secs(15)).await });
+    let mut broker = Some(broker);
+    let at = |seconds: u64| started + Duration::from_secs(seconds);
+    tokio::time::sleep_until(at(2).into()).await;
+    assert!(!running[0].take().expect("running").signal("KILL").success());
+    tokio::time::sleep_until(at(4).into()).await;
+    running[0] = Some(start(0));
+    tokio::time::sleep_until(at(6).into()).await;
+    assert_eq!(
+        running[1].take().expect("running").signal("TERM").code(),
+        Some(0)
+    );
+    tokio::time::sleep_until(at(8).into()).await;
+    running[1] = Some(start(1));
+    tokio::time::sleep_until(at(10).into()).await;
+    drop(broker.take());
+    tokio::time::sleep_until(at(13).into()).await;
+    broker = Tansu::start_with("sqlite://tansu.db", Some(dir.path()), Some(&broker_address));
+    assert!(broker.is_some());
+
+    let sent = sending.await.expect("the sender");
+    let sending_time = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for gateway in running.iter().flatten() {
+        while gateway.metric("waba_gateway_spool_entries").await > 0.0 {
+            assert!(Instant::now() < deadline, "a spool never emptied");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let address = broker_address.clone();
+    let expected = sent.acknowledged.len();
+    let records =
+        tokio::task::spawn_blocking(move || consume(&address, &["whatsapp.messages"], expected))
+            .await
+            .expect("consumed");
+    let mut copies: std::collections::BTreeMap<String, usize> = Default::default();
+    for record in &records {
+        *copies.entry(record.item_id("statuses")).or_default() += 1;
+    }
+    let missing: Vec<&String> = sent
+        .acknowledged
+        .iter()
+        .filter(|id| !copies.contains_key(*id))
+        .collect();
+    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+
+    eprintln!(
+        "replicas under faults: {} notifications acknowledged in {:.1} s, {} retries, {} records \
+         in Kafka, {} duplicates, {} missing, longest gap between acknowledgements {:?}",
+        sent.acknowledged.len(),
+        sending_time.as_secs_f64(),
+        sent.retries,
+        records.len(),
+        duplicates,
+        missing.len(),
+        sent.longest_gap
+    );
+    assert_eq!(sent.acknowledged.len(), 1200);
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in Kafka: {missing:?}"
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    for gateway in running.into_iter().flatten() {
+        assert_eq!(gateway.signal("TERM").code(), Some(0));
+    }
 }

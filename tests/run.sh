@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # librdkafka is compiled from source by the rdkafka crate: it needs a C toolchain, make,
 # pkg-config, and the OpenSSL and zlib headers.
 missing=()
-for package in build-essential pkg-config libssl-dev zlib1g-dev; do
+# haproxy: the load balancer of the replicas-under-faults test (tests/e2e.rs).
+for package in build-essential pkg-config libssl-dev zlib1g-dev haproxy; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

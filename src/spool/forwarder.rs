@@ -56,7 +56,6 @@ pub async fn run(
     let mut failures: u32 = 0;
     let mut blocked_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut ticks: u64 = 0;
     loop {
         let now = *mode.borrow();
         if now == Mode::Stop
@@ -121,12 +120,10 @@ pub async fn run(
             () = spool.appended() => {}
             _ = tick.tick() => {
                 spool.update_gauges();
-                ticks += 1;
-                // Every 5 s: a checkpoint is an fsync and a rename, and only saves replays.
-                if ticks.is_multiple_of(5) {
-                    let checkpointing = spool.clone();
-                    let _ = tokio::task::spawn_blocking(move || checkpointing.checkpoint()).await;
-                }
+                // Every second: a checkpoint is an fsync and a rename (none when nothing was
+                // released), and what it saves is replays after a crash.
+                let checkpointing = spool.clone();
+                let _ = tokio::task::spawn_blocking(move || checkpointing.checkpoint()).await;
             }
             changed = mode.changed() => {
                 if changed.is_err() {
