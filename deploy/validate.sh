@@ -35,6 +35,7 @@ step "Prometheus rules: syntax and unit tests"
 promtool check rules deploy/prometheus/rules.yml
 promtool test rules deploy/prometheus/rules_test.yml
 cmp deploy/prometheus/rules.yml helm/waba-gateway/files/rules.yml
+cmp deploy/grafana/dashboards/waba-gateway.json helm/waba-gateway/files/waba-gateway.json
 
 step "docker-compose.yml: docker-compose and the compose-spec schema"
 docker-compose -f docker-compose.yml config -q
@@ -49,8 +50,12 @@ step "Grafana dashboard and provisioning"
 import json, sys, yaml
 dashboard = json.load(open("deploy/grafana/dashboards/waba-gateway.json"))
 assert dashboard["uid"] == "waba-gateway" and dashboard["panels"], "dashboard needs a uid and panels"
+names = {v["name"] for v in dashboard["templating"]["list"]}
+assert {"datasource", "instance", "app"} <= names, names
 for panel in dashboard["panels"]:
     assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+    assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+    assert all('instance=~"$instance"' in t["expr"] for t in panel["targets"]), panel["title"]
 for path in ["deploy/grafana/provisioning/datasources/prometheus.yml", "deploy/grafana/provisioning/dashboards/waba-gateway.yml"]:
     assert yaml.safe_load(open(path))["apiVersion"] == 1, path
 print(f"{len(dashboard['panels'])} panels")
@@ -95,6 +100,7 @@ variants = {
         "podDisruptionBudget": {"enabled": True},
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
         "networkPolicy": {"enabled": True},
         "config": {
             "shutdown": {"lame_duck_ms": 5000, "drain_timeout_ms": 20000},
@@ -146,6 +152,12 @@ for variant in defaults everything; do
 done
 test -s "$out/everything/waba-gateway_templates_statefulset.yaml"
 test -s "$out/everything/waba-gateway_templates_servicemonitor.yaml"
+"$venv/bin/python" -c '
+import json, sys, yaml
+config_map = yaml.safe_load(open(sys.argv[1]))
+assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+assert json.loads(config_map["data"]["waba-gateway.json"]) == json.load(open(sys.argv[2]))
+' "$out/everything/waba-gateway_templates_grafana-dashboard.yaml" deploy/grafana/dashboards/waba-gateway.json
 # The PrometheusRule carries rules promtool accepts.
 "$venv/bin/python" -c '
 import sys, yaml
