@@ -151,14 +151,25 @@ async fn the_quickstart_runs_on_embedded_kafka_and_tail_shows_the_record() {
     assert_eq!(serve.signal("TERM").code(), Some(0), "SIGTERM exits 0");
 }
 
-#[test]
-fn tail_refuses_a_field_it_does_not_know_and_lists_the_known_ones() {
+/// Runs the binary with `args`, which must be a usage error (exit 2, nothing on standard
+/// output); returns what it said on standard error.
+fn usage_error(args: &[&str]) -> String {
     let output = binary()
-        .args(["tail", "--field", "mesages", "--brokers", "127.0.0.1:9"])
+        .args(args)
+        .stdin(Stdio::null())
         .output()
         .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    assert!(
+        output.stdout.is_empty(),
+        "{args:?} printed on standard output"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn tail_refuses_a_field_it_does_not_know_and_lists_the_known_ones() {
+    let stderr = usage_error(&["tail", "--field", "mesages", "--brokers", "127.0.0.1:9"]);
     assert!(stderr.contains("--field \"mesages\""), "{stderr}");
     for known in ["messages", "message_template_status_update", "deadletter"] {
         assert!(stderr.contains(known), "{known} missing from: {stderr}");
@@ -167,31 +178,17 @@ fn tail_refuses_a_field_it_does_not_know_and_lists_the_known_ones() {
 
 #[test]
 fn tail_with_max_records_0_is_a_usage_error() {
-    let output = binary()
-        .args(["tail", "--max-records", "0", "--brokers", "127.0.0.1:9"])
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = usage_error(&["tail", "--max-records", "0", "--brokers", "127.0.0.1:9"]);
     assert!(stderr.contains("--max-records"), "{stderr}");
 }
 
 #[test]
 fn an_empty_secret_or_token_is_a_usage_error() {
-    let sign = binary()
-        .args(["sign", "--secret", "", "-"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
-    assert_eq!(sign.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&sign.stderr).contains("--secret is empty"));
-    assert!(sign.stdout.is_empty(), "no signature printed");
-    let list = binary()
-        .args(["subscriptions", "list", "--waba-id", "1", "--token", ""])
-        .output()
-        .expect("runs");
-    assert_eq!(list.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&list.stderr).contains("--token is empty"));
+    // usage_error also checks that no signature is printed.
+    let sign = usage_error(&["sign", "--secret", "", "-"]);
+    assert!(sign.contains("--secret is empty"), "{sign}");
+    let list = usage_error(&["subscriptions", "list", "--waba-id", "1", "--token", ""]);
+    assert!(list.contains("--token is empty"), "{list}");
 }
 
 #[test]
@@ -250,46 +247,36 @@ async fn a_start_that_fails_leaves_the_embedded_address_file_alone() {
     assert_eq!(running.signal("TERM").code(), Some(0));
 }
 
-/// Runs `command` with a configuration file holding `toml`; returns the exit code and
-/// everything printed.
+/// Runs `command` with a configuration file holding `toml` (see [`run_bounded`]).
 fn run_with_config(command: &str, toml: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("gateway.toml");
     std::fs::write(&file, toml).expect("write");
-    let output = binary()
-        .args([command, "--config"])
-        .arg(&file)
-        .current_dir(dir.path())
-        .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
-        .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
-        .output()
-        .expect("runs");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), printed)
+    run_bounded(
+        &[command.as_ref(), "--config".as_ref(), file.as_os_str()],
+        dir.path(),
+        &[],
+    )
 }
+
+/// An app and unreachable brokers, then the `[kafka.librdkafka]` table's header.
+const LIBRDKAFKA_HEAD: &str = "[apps.default]\nsecret = \"s\"\nverify_token = \"t\"\n[kafka]\n\
+                               brokers = \"127.0.0.1:9\"\n[kafka.librdkafka]\n";
 
 #[test]
 fn no_librdkafka_value_that_may_be_secret_is_ever_printed() {
-    let config = r#"
-[apps.default]
-secret = "s"
-verify_token = "t"
-[kafka]
-brokers = "127.0.0.1:9"
-[kafka.librdkafka]
-"security.protocol" = "SASL_SSL"
+    let config = format!(
+        "{LIBRDKAFKA_HEAD}{}",
+        r#""security.protocol" = "SASL_SSL"
 "sasl.mechanisms" = "SCRAM-SHA-512"
 "sasl.username" = "gateway"
 "sasl.password" = "HUNTER1"
 "sasl.jaas.config" = "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"gateway\" password=\"HUNTER2\";"
 "sasl.pasword" = "HUNTER3"
-"#;
+"#
+    );
     for command in ["check-config", "serve"] {
-        let (code, printed) = run_with_config(command, config);
+        let (code, printed) = run_with_config(command, &config);
         assert_eq!(code, Some(78), "{command}: {printed}");
         assert!(
             !printed.contains("HUNTER"),
@@ -322,18 +309,14 @@ brokers = "127.0.0.1:9"
 
 #[test]
 fn an_invalid_librdkafka_value_is_a_configuration_error_quoting_only_safe_values() {
-    let config = r#"
-[apps.default]
-secret = "s"
-verify_token = "t"
-[kafka]
-brokers = "127.0.0.1:9"
-[kafka.librdkafka]
-"linger.ms" = "soon"
+    let config = format!(
+        "{LIBRDKAFKA_HEAD}{}",
+        r#""linger.ms" = "soon"
 "ssl.key.password" = ""
 "security.protocol" = "carrier-pigeon"
-"#;
-    let (code, printed) = run_with_config("check-config", config);
+"#
+    );
+    let (code, printed) = run_with_config("check-config", &config);
     assert_eq!(code, Some(78), "{printed}");
     assert!(
         printed.contains("kafka.librdkafka.\"linger.ms\" = \"soon\" is not a valid value"),
@@ -345,15 +328,16 @@ brokers = "127.0.0.1:9"
     );
 }
 
-/// Runs `command` in `dir` with `env` on top of loopback listeners, bounded to 20 s (a
-/// `serve` that is not refused is stopped); returns the exit code and everything printed.
+/// Runs the binary with `args` in `dir` with `env` on top of loopback listeners, bounded
+/// to 20 s (a `serve` that is not refused is stopped); returns the exit code and
+/// everything printed.
 fn run_bounded(
-    command: &str,
+    args: &[&std::ffi::OsStr],
     dir: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (Option<i32>, String) {
     let mut child = binary()
-        .arg(command)
+        .args(args)
         .current_dir(dir)
         .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
         .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
@@ -421,7 +405,7 @@ fn check_config_and_serve_refuse_what_serve_cannot_run_with_exit_78() {
     ];
     for (env, expected) in cases {
         for command in ["check-config", "serve"] {
-            let (code, printed) = run_bounded(command, dir.path(), env);
+            let (code, printed) = run_bounded(&[command.as_ref()], dir.path(), env);
             assert_eq!(code, Some(78), "{command} {env:?}: {printed}");
             assert!(printed.contains(expected), "{command} {env:?}: {printed}");
         }
