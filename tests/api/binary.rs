@@ -205,6 +205,9 @@ fn every_commands_help_ends_with_examples() {
         &["subscriptions", "doctor"],
         &["replay"],
         &["completions"],
+        &["spool"],
+        &["spool", "status"],
+        &["spool", "drain"],
     ] {
         let output = binary().args(command).arg("--help").output().expect("runs");
         assert_eq!(output.status.code(), Some(0), "{command:?}");
