@@ -80,7 +80,14 @@ impl Tansu {
 
 /// A loopback address nothing listens on yet.
 fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    free_address_on("127.0.0.1")
+}
+
+/// An address of loopback `ip` nothing listens on yet. A test that binds the addresses it
+/// picks only later uses an IP of its own (127.0.0.0/8 is all loopback), so that no test
+/// running alongside is handed the same port meanwhile.
+fn free_address_on(ip: &str) -> String {
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("a free port");
     listener.local_addr().expect("an address").to_string()
 }
 
@@ -340,10 +347,9 @@ async fn spool_drain_forwards_what_a_killed_gateway_left_while_kafka_was_down() 
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
     let spool_dir = spool.to_str().expect("utf-8").to_owned();
-    let unreachable = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        listener.local_addr().expect("addr").to_string()
-    };
+    // Port 1 of loopback: nothing listens there, and no other test can take it (a port
+    // picked free and let go could be taken by a broker of a test running alongside).
+    let unreachable = "127.0.0.1:1".to_owned();
     let env = gateway_env(&unreachable, "spool", &spool_dir);
     let gateway = GatewayProcess::start(dir.path(), &env);
     let template = String::from_utf8(fixture("messages_status_read.json")).expect("utf-8");
@@ -609,14 +615,17 @@ async fn send_like_meta(url: &str, count: usize, senders: usize, spread: Duratio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_under_faults_lose_no_acknowledged_notification() {
     let dir = tempfile::tempdir().expect("dir");
-    let broker_address = free_address();
+    // Every address of this test on a loopback IP of its own (see free_address_on).
+    let own = "127.0.0.77";
+    let broker_address = free_address_on(own);
     let Some(broker) =
         Tansu::start_with("sqlite://tansu.db", Some(dir.path()), Some(&broker_address))
     else {
         return;
     };
-    let gateways: Vec<(String, String)> =
-        (0..3).map(|_| (free_address(), free_address())).collect();
+    let gateways: Vec<(String, String)> = (0..3)
+        .map(|_| (free_address_on(own), free_address_on(own)))
+        .collect();
     let env = |n: usize| -> Vec<(String, String)> {
         let spool = dir.path().join(format!("spool-{n}"));
         [
@@ -648,7 +657,7 @@ async fn replicas_under_faults_lose_no_acknowledged_notification() {
     for gateway in running.iter().flatten() {
         gateway.wait_ready().await;
     }
-    let front = free_address();
+    let front = free_address_on(own);
     let Some(mut proxy) = haproxy(dir.path(), &front, &gateways) else {
         return;
     };
