@@ -385,17 +385,7 @@ fn kafka_options(settings: &Settings) -> KafkaOptions {
         AckMode::Spool => Duration::ZERO,
         AckMode::None => Duration::from_secs(300),
     };
-    KafkaOptions {
-        brokers: settings.kafka.brokers.clone(),
-        librdkafka: settings.kafka.librdkafka_properties(),
-        hidden: settings.kafka.hidden_properties(),
-        statistics_interval: Duration::from_millis(settings.kafka.statistics_interval_ms),
-        max_body_bytes: settings.server.max_body_bytes,
-        message_timeout,
-        create_topics: settings.kafka.create_topics,
-        topic_partitions: settings.kafka.topic_partitions,
-        topic_replication_factor: settings.kafka.topic_replication_factor,
-    }
+    KafkaOptions::from_settings(settings, message_timeout)
 }
 
 /// Loads `[server.tls]`, if configured; a file that cannot be used is a configuration

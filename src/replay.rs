@@ -278,7 +278,6 @@ const RECORD_HEADERS: &[&str] = &[
     "wa-object",
     "wa-entry-id",
     "wa-field",
-    "wa-phone-number-id",
     "content-type",
 ];
 

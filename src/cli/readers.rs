@@ -52,17 +52,16 @@ pub(super) fn resolve_brokers(
     })
 }
 
-pub(super) fn kafka_options(settings: &Settings, brokers: String) -> KafkaOptions {
+/// `[kafka]` with `brokers`, for a command's own clients: a record waits `message_timeout`
+/// for Kafka (0: without a deadline).
+pub(super) fn kafka_options(
+    settings: &Settings,
+    brokers: String,
+    message_timeout: Duration,
+) -> KafkaOptions {
     KafkaOptions {
         brokers,
-        librdkafka: settings.kafka.librdkafka_properties(),
-        hidden: settings.kafka.hidden_properties(),
-        statistics_interval: Duration::ZERO,
-        max_body_bytes: settings.server.max_body_bytes,
-        message_timeout: Duration::from_secs(30),
-        create_topics: settings.kafka.create_topics,
-        topic_partitions: settings.kafka.topic_partitions,
-        topic_replication_factor: settings.kafka.topic_replication_factor,
+        ..KafkaOptions::from_settings(settings, message_timeout)
     }
 }
 
@@ -97,7 +96,7 @@ pub(super) fn tail(
     };
     let brokers = resolve_brokers(&settings, brokers)?;
     let options = TailOptions {
-        config: kafka_options(&settings, brokers).consumer_config(),
+        config: kafka_options(&settings, brokers, Duration::ZERO).consumer_config(),
         selection,
         from_beginning: from == From::Beginning,
         exit_at_end: exit,
@@ -133,7 +132,7 @@ enum ReplaySource {
 pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let settings = kafka_settings(args.config.as_deref())?;
     let brokers = resolve_brokers(&settings, args.brokers)?;
-    let options = kafka_options(&settings, brokers);
+    let options = kafka_options(&settings, brokers, Duration::from_secs(30));
     let routing = settings.kafka.routing();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -88,10 +88,13 @@ fn drain(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let settings = kafka_settings(config.as_deref())?;
-    let mut options = kafka_options(&settings, resolve_brokers(&settings, brokers)?);
     // As behind `serve` in spool mode: librdkafka retries without a deadline, this
     // command's timeout bounds the whole.
-    options.message_timeout = Duration::ZERO;
+    let options = kafka_options(
+        &settings,
+        resolve_brokers(&settings, brokers)?,
+        Duration::ZERO,
+    );
     let brokers = options.brokers.clone();
     let routing = settings.kafka.routing();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,7 +1,7 @@
 //! Loading: built-in defaults, then the TOML file, then `WABA_GATEWAY__*` variables;
 //! secrets read from their `*_file`s; the demo app on embedded Kafka.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
@@ -79,14 +79,9 @@ impl Settings {
                 return Err(ConfigError::Invalid(problems));
             }
         };
-        settings.kafka.librdkafka.0 = std::mem::take(&mut settings.kafka.librdkafka.0)
-            .into_iter()
-            .map(|(key, value)| (key.replace('_', "."), value))
-            .collect();
-        settings.kafka.librdkafka_files = std::mem::take(&mut settings.kafka.librdkafka_files)
-            .into_iter()
-            .map(|(key, path)| (key.replace('_', "."), path))
-            .collect();
+        let kafka = &mut settings.kafka;
+        kafka.librdkafka.0 = dotted(std::mem::take(&mut kafka.librdkafka.0));
+        kafka.librdkafka_files = dotted(std::mem::take(&mut kafka.librdkafka_files));
         let problems = settings.read_secret_files();
         Ok((settings, problems))
     }
@@ -186,6 +181,15 @@ fn demo_app() -> AppSettings {
         demo: true,
         ..AppSettings::default()
     }
+}
+
+/// librdkafka property names as they are written, `.` for the `_` that environment
+/// variables must use instead.
+fn dotted<V>(properties: BTreeMap<String, V>) -> BTreeMap<String, V> {
+    properties
+        .into_iter()
+        .map(|(key, value)| (key.replace('_', "."), value))
+        .collect()
 }
 
 /// The secret held by the file at `path` (less a trailing newline), or a problem naming

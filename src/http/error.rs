@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::metrics::Metrics;
 use crate::publish::PublishError;
 use crate::signature::SignatureError;
 use crate::spool::SpoolError;
@@ -76,6 +77,14 @@ impl Cap {
             Self::Connections => "connections",
             Self::InFlight => "in_flight",
         }
+    }
+
+    /// Counts one refusal at this cap.
+    pub fn count(self, metrics: &Metrics) {
+        metrics
+            .overload_refusals
+            .with_label_values(&[self.label()])
+            .inc();
     }
 }
 

@@ -37,10 +37,7 @@ impl Gateway {
         // only its connection, never the capacity that complete notifications need.
         let body = self.read_body(request).await?;
         let Ok(_permit) = self.in_flight.try_acquire() else {
-            self.metrics
-                .overload_refusals
-                .with_label_values(&[Cap::InFlight.label()])
-                .inc();
+            Cap::InFlight.count(&self.metrics);
             return Err(ApiError::Overloaded(Cap::InFlight));
         };
         self.check_signature(app, &digest, &body)?;

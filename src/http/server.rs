@@ -69,11 +69,7 @@ pub async fn serve(
                     Some(open) => match open.clone().try_acquire_owned() {
                         Ok(permit) => (serving.listener, &builder, Some(permit)),
                         Err(_) => {
-                            serving
-                                .metrics
-                                .overload_refusals
-                                .with_label_values(&[Cap::Connections.label()])
-                                .inc();
+                            Cap::Connections.count(&serving.metrics);
                             match over_capacity.clone().try_acquire_owned() {
                                 Ok(permit) => {
                                     (Listener::OverCapacity, &over_capacity_builder, Some(permit))

@@ -18,6 +18,7 @@ use rdkafka::types::RDKafkaConfRes;
 
 use super::client_log::ClientLog;
 use super::{BoxFuture, Delivery, PublishError, Publisher};
+use crate::config::Settings;
 use crate::envelope::Record;
 use crate::metrics::Metrics;
 
@@ -49,6 +50,23 @@ pub struct KafkaOptions {
 }
 
 impl KafkaOptions {
+    /// The options `settings` describe, for a producer whose records may wait
+    /// `message_timeout` (0: without a deadline) for Kafka.
+    pub fn from_settings(settings: &Settings, message_timeout: Duration) -> Self {
+        let kafka = &settings.kafka;
+        Self {
+            brokers: kafka.brokers.clone(),
+            librdkafka: kafka.librdkafka_properties(),
+            hidden: kafka.hidden_properties(),
+            statistics_interval: Duration::from_millis(kafka.statistics_interval_ms),
+            max_body_bytes: settings.server.max_body_bytes,
+            message_timeout,
+            create_topics: kafka.create_topics,
+            topic_partitions: kafka.topic_partitions,
+            topic_replication_factor: kafka.topic_replication_factor,
+        }
+    }
+
     /// The largest record: a body plus envelope and headers.
     pub fn max_message_bytes(&self) -> u64 {
         (self.max_body_bytes + ENVELOPE_ROOM_BYTES).max(1_000_000)
