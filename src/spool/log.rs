@@ -37,6 +37,8 @@ pub(super) struct State {
     pub(super) active: u64,
     pub(super) bytes: u64,
     pub(super) unreleased: usize,
+    /// The sequence number the next entry on disk takes: advanced only once a batch is
+    /// synced and indexed, so the watermark never passes an entry still being written.
     pub(super) next_seq: u64,
     pub(super) checkpointed: Checkpoint,
     /// Released segments whose files the writer is to delete.

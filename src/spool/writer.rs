@@ -62,7 +62,7 @@ impl Spool {
             buffer.clear();
             let mut accepted = Vec::with_capacity(batch.len());
             {
-                let mut state = self.state.lock().expect("lock is never poisoned");
+                let state = self.state.lock().expect("lock is never poisoned");
                 for append in batch {
                     let needed = (frame::HEADER_BYTES + 64 + append.entry.body.len()) as u64;
                     let full = *self.full.borrow();
@@ -81,8 +81,9 @@ impl Spool {
                         }));
                         continue;
                     }
-                    let seq = state.next_seq;
-                    state.next_seq += 1;
+                    // Taken for good only once the batch is on disk and in the index: until
+                    // then the checkpoint's watermark must not pass it.
+                    let seq = state.next_seq + accepted.len() as u64;
                     let offset = written + buffer.len() as u64;
                     let len = frame::encode(seq, &append.entry, &mut buffer) as u32;
                     accepted.push((
@@ -129,6 +130,7 @@ impl Spool {
                 let mut state = self.state.lock().expect("lock is never poisoned");
                 let active = state.active;
                 state.index.extend(accepted.iter().map(|(_, slot)| *slot));
+                state.next_seq += accepted.len() as u64;
                 let count = accepted.len();
                 state.unreleased += count;
                 state.bytes += buffer.len() as u64;
