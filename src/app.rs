@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::config::{AckMode, ConfigError, Settings};
+use crate::delivery::{Deliverer, Intake};
 use crate::http::{Gateway, Listener, Serving, serve};
 use crate::metrics::Metrics;
 use crate::publish::embedded::EmbeddedKafka;
@@ -33,7 +34,8 @@ pub struct Dependencies {
 
 /// A gateway with its listeners bound, ready to run.
 pub struct App {
-    forwarding: Option<Forwarding>,
+    /// In `spool` mode: the spool and what its forwarder publishes with.
+    forwarding: Option<(Arc<Spool>, Deliverer)>,
     public: TcpListener,
     admin: TcpListener,
     gateway: Arc<Gateway>,
@@ -127,19 +129,22 @@ impl App {
             }
             _ => None,
         };
+        let deliverer = Deliverer::new(sink, routing, metrics.clone());
+        let intake = match spool.clone() {
+            Some(spool) => Intake::Spool(spool),
+            None if settings.delivery.ack == AckMode::None => Intake::None(deliverer.clone()),
+            None => Intake::Kafka {
+                deliverer: deliverer.clone(),
+                timeout: Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
+            },
+        };
         let gateway = Arc::new(Gateway::new(
             &settings,
-            sink.clone(),
-            spool.clone(),
+            intake,
             metrics.clone(),
             readiness.clone(),
         ));
-        let forwarding = spool.map(|spool| Forwarding {
-            spool,
-            sink,
-            routing,
-            metrics: metrics.clone(),
-        });
+        let forwarding = spool.map(|spool| (spool, deliverer));
         let tls = load_tls(&settings)?.map(Arc::new);
 
         let public = TcpListener::bind(settings.server.listen)
@@ -199,16 +204,9 @@ impl App {
         let tls_reloader = tokio::spawn(tls::reload(self.tls.clone(), self.metrics.clone()));
         let readiness_check = tokio::spawn(wait_for_kafka(self.kafka, self.readiness.clone()));
         let (forwarder_mode, forwarder) = match self.forwarding {
-            Some(forwarding) => {
+            Some((spool, deliverer)) => {
                 let (mode, watched) = watch::channel(forwarder::Mode::Run);
-                let spool = forwarding.spool.clone();
-                let task = tokio::spawn(forwarder::run(
-                    forwarding.spool,
-                    forwarding.sink,
-                    forwarding.routing,
-                    forwarding.metrics,
-                    watched,
-                ));
+                let task = tokio::spawn(forwarder::run(spool.clone(), deliverer, watched));
                 (Some(mode), Some((task, spool)))
             }
             None => (None, None),
@@ -401,13 +399,6 @@ fn load_tls(settings: &Settings) -> Result<Option<Tls>, ConfigError> {
 }
 
 /// What the forwarder needs, from build to run.
-struct Forwarding {
-    spool: Arc<Spool>,
-    sink: Sink,
-    routing: crate::routing::Routing,
-    metrics: Arc<Metrics>,
-}
-
 /// Polls Kafka until it answers, then marks the gateway ready.
 async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readiness>) {
     let Some(kafka) = kafka else {

@@ -13,6 +13,7 @@ pub mod app;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod doctor;
 pub mod envelope;
 pub mod graph;

@@ -19,10 +19,9 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::delivery::Deliverer;
 use crate::envelope::{self, Record};
-use crate::publish::Sink;
 use crate::publish::client_log::ClientLog;
-use crate::routing::Routing;
 
 /// How long to wait for a consumer group to hand out partitions.
 const ASSIGNMENT_WAIT: Duration = Duration::from_secs(30);
@@ -109,16 +108,16 @@ impl Summary {
     }
 }
 
-/// Reads the dead-letter topic of `routing` until it is idle, replaying through `sink`;
+/// Reads the dead-letter topic of the deliverer's routing until it is idle, replaying
+/// through it;
 /// `progress` sees the summary after each dead letter.
 pub async fn run(
     consumer: &ClientConfig,
     options: &ReplayOptions,
-    routing: &Routing,
-    sink: &Sink,
+    deliverer: &Deliverer,
     mut progress: impl FnMut(&Summary),
 ) -> anyhow::Result<Summary> {
-    let topic = routing.deadletter();
+    let topic = deliverer.routing().deadletter();
     let consumer = subscribe(consumer, options, topic)?;
     let mut summary = Summary::default();
     let started = Instant::now();
@@ -147,7 +146,7 @@ pub async fn run(
         let message = message.context("reading the dead-letter topic")?;
         last_seen = Some(Instant::now());
         summary.read += 1;
-        replay_one(options, routing, sink, &message, &mut summary).await?;
+        replay_one(options, deliverer, &message, &mut summary).await?;
         if options.commits() {
             consumer
                 .commit_message(&message, CommitMode::Sync)
@@ -203,8 +202,7 @@ fn subscribe(
 
 async fn replay_one(
     options: &ReplayOptions,
-    routing: &Routing,
-    sink: &Sink,
+    deliverer: &Deliverer,
     message: &BorrowedMessage<'_>,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
@@ -243,7 +241,7 @@ async fn replay_one(
         // for, as it was (the topic may exist now).
         Some(topic) => vec![refused_record(message, topic, body)],
         None => {
-            let split = envelope::to_records(routing, &app, body, received_at);
+            let split = envelope::to_records(deliverer.routing(), &app, body, received_at);
             if let Some(reason) = split.deadletter {
                 *summary.still_failing.entry(reason.to_owned()).or_default() += 1;
                 return Ok(());
@@ -263,7 +261,13 @@ async fn replay_one(
     summary.replayed += 1;
     summary.records += records.len() as u64;
     if !options.dry_run {
-        let publishing = async { sink.enqueue(&app, records).await?.finish().await };
+        let publishing = async {
+            deliverer
+                .enqueue_records(&app, records, None)
+                .await?
+                .finish()
+                .await
+        };
         publishing
             .await
             .with_context(|| format!("publishing the records of dead letter {origin}"))?;

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use super::{From, UsageError, warn_of_misnamed_variables};
 use crate::config::{ConfigError, Settings};
+use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::publish::Sink;
 use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
@@ -152,12 +153,10 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 crate::publish::kafka::describe(&error)
             )
         })?);
-        let sink = Sink::new(
-            publisher.clone(),
-            Arc::new(Metrics::new(routing.known_topics())),
-            routing.deadletter(),
-        );
-        crate::replay::run(&consumer, &selection, &routing, &sink, |summary| {
+        let metrics = Arc::new(Metrics::new(routing.known_topics()));
+        let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
+        let deliverer = Deliverer::new(sink, routing, metrics);
+        crate::replay::run(&consumer, &selection, &deliverer, |summary| {
             if terminal {
                 eprint!("\r{}", summary.line(selection.dry_run));
             }

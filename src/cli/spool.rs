@@ -11,6 +11,7 @@ use clap::Subcommand;
 use tokio::sync::watch;
 
 use super::readers::{kafka_options, kafka_settings, resolve_brokers};
+use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::publish::Sink;
 use crate::publish::kafka::KafkaPublisher;
@@ -127,13 +128,8 @@ fn drain(
         })?;
         let sink = Sink::new(kafka.clone(), metrics.clone(), routing.deadletter());
         let (mode, watched) = watch::channel(forwarder::Mode::Drain);
-        let mut forwarding = tokio::spawn(forwarder::run(
-            spool.clone(),
-            sink,
-            routing.clone(),
-            metrics,
-            watched,
-        ));
+        let deliverer = Deliverer::new(sink, routing.clone(), metrics);
+        let mut forwarding = tokio::spawn(forwarder::run(spool.clone(), deliverer, watched));
         let terminal = std::io::stderr().is_terminal();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let finished = loop {

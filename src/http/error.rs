@@ -53,6 +53,15 @@ pub enum ApiError {
     Overloaded(Cap),
 }
 
+impl From<crate::delivery::NotAccepted> for ApiError {
+    fn from(error: crate::delivery::NotAccepted) -> Self {
+        match error {
+            crate::delivery::NotAccepted::Spool(error) => Self::Spool(error),
+            crate::delivery::NotAccepted::Publish(error) => Self::Publish(error),
+        }
+    }
+}
+
 /// A cap on what the webhook listener takes at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cap {

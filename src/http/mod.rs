@@ -10,6 +10,9 @@ mod server;
 mod source;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,12 +27,10 @@ pub use error::{ApiError, Cap};
 pub use server::{Serving, serve};
 pub use source::{Peer, SourceFilter};
 
-use crate::config::{AckMode, Settings};
+use crate::config::Settings;
+use crate::delivery::Intake;
 use crate::metrics::Metrics;
-use crate::publish::Sink;
-use crate::routing::Routing;
 use crate::shutdown::Readiness;
-use crate::spool::Spool;
 use crate::telemetry::Throttle;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
@@ -65,26 +66,21 @@ pub struct AppRoute {
     pub verify_token: SecretString,
 }
 
-/// Limits and modes the handlers apply.
+/// Limits the handlers apply.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest accepted body.
     pub max_body_bytes: u64,
     /// Time allowed for the body to arrive.
     pub request_timeout: Duration,
-    /// In `kafka` mode, time allowed for Kafka's acknowledgement.
-    pub kafka_ack_timeout: Duration,
-    /// When Meta gets its 200.
-    pub ack: AckMode,
 }
 
 /// The state every handler shares.
 pub struct Gateway {
     apps: HashMap<String, AppRoute>,
-    routing: Routing,
     limits: Limits,
-    sink: Sink,
-    spool: Option<Arc<Spool>>,
+    /// Where verified notifications go (the ack mode).
+    intake: Intake,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// One permit per notification being verified and accepted (its body read).
@@ -101,8 +97,7 @@ impl Gateway {
     /// Builds the handlers' state from validated settings.
     pub fn new(
         settings: &Settings,
-        sink: Sink,
-        spool: Option<Arc<Spool>>,
+        intake: Intake,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Self {
@@ -125,15 +120,11 @@ impl Gateway {
             .collect();
         Self {
             apps,
-            routing: settings.kafka.routing(),
             limits: Limits {
                 max_body_bytes: settings.server.max_body_bytes,
                 request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
-                kafka_ack_timeout: Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
-                ack: settings.delivery.ack,
             },
-            sink,
-            spool,
+            intake,
             metrics,
             readiness,
             in_flight: tokio::sync::Semaphore::new(settings.server.max_in_flight_requests),

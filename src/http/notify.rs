@@ -1,5 +1,5 @@
-//! Event notifications: limit, read, verify, then either spool the raw body (`ack =
-//! "spool"`) or split and publish it, and answer.
+//! Event notifications: limit, read, verify, hand the body to the ack mode's
+//! [`Intake`](crate::delivery::Intake), and answer.
 //!
 //! The order matters: the signature is checked over the exact raw bytes before anything
 //! parses them, and nothing is stored or produced for a request that fails it.
@@ -13,11 +13,7 @@ use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
 use super::{ApiError, AppRoute, Cap, Gateway, RequestBody, error};
-use crate::config::AckMode;
-use crate::envelope::{self, Record};
-use crate::publish::PublishError;
 use crate::signature::{self, SignatureError};
-use crate::spool::SpoolError;
 
 impl Gateway {
     pub(super) async fn notify<B: RequestBody>(
@@ -42,36 +38,9 @@ impl Gateway {
         };
         self.check_signature(app, &digest, &body)?;
 
-        let now = SystemTime::now();
-        if let Some(spool) = &self.spool {
-            let received_at_ms = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            let entry = crate::spool::Entry {
-                app: app.name.clone(),
-                received_at_ms,
-                body: body.to_vec(),
-            };
-            spool.append(entry).await.map_err(|error| {
-                tracing::warn!(app = %app.name, %error, "notification not spooled; Meta will retry");
-                ApiError::from(error)
-            })?;
-            return Ok(error::text(StatusCode::OK, "accepted\n"));
-        }
-
-        let split = envelope::to_records(&self.routing, &app.name, &body, now);
-        // The records hold copies of what they need: the body's memory is not kept while
-        // Kafka acknowledges.
-        drop(body);
-        if let Some(reason) = split.deadletter {
-            tracing::warn!(app = %app.name, reason, "authentic body is not a notification; keeping it on the dead-letter topic");
-        }
-        let fields: Vec<&'static str> = split.records.iter().map(|record| record.field).collect();
-        self.publish(&app.name, split.records).await?;
-        // Counted once accepted, so Meta's retries of a refused request count once.
-        self.metrics
-            .count_accepted(&app.name, &fields, split.deadletter);
+        self.intake
+            .accept(&app.name, body, SystemTime::now())
+            .await?;
         Ok(error::text(StatusCode::OK, "accepted\n"))
     }
 
@@ -144,37 +113,5 @@ impl Gateway {
             );
         }
         error.into()
-    }
-
-    async fn publish(&self, app: &str, records: Vec<Record>) -> Result<(), ApiError> {
-        let unavailable = |error: PublishError| {
-            tracing::warn!(%app, %error, "notification not accepted; Meta will retry");
-            ApiError::from(error)
-        };
-        match self.limits.ack {
-            AckMode::Kafka => {
-                let delivered = async { self.sink.enqueue(app, records).await?.finish().await };
-                tokio::time::timeout(self.limits.kafka_ack_timeout, delivered)
-                    .await
-                    .map_err(|_| {
-                        unavailable(PublishError::Retryable(format!(
-                            "Kafka did not acknowledge within {} ms",
-                            self.limits.kafka_ack_timeout.as_millis()
-                        )))
-                    })?
-                    .map_err(unavailable)
-            }
-            AckMode::None => {
-                let publication = self.sink.enqueue(app, records).await.map_err(unavailable)?;
-                let app = app.to_owned();
-                tokio::spawn(async move {
-                    if let Err(error) = publication.finish().await {
-                        tracing::error!(%app, %error, "records acknowledged to Meta were lost (ack = \"none\")");
-                    }
-                });
-                Ok(())
-            }
-            AckMode::Spool => Err(SpoolError::Closed.into()),
-        }
     }
 }

@@ -16,10 +16,8 @@ use tokio::time::Instant;
 
 use super::{MAX_RETRY_DELAY, Spool};
 use crate::backoff::Backoff;
-use crate::envelope;
-use crate::metrics::Metrics;
-use crate::publish::{PublishError, Sink};
-use crate::routing::Routing;
+use crate::delivery::Deliverer;
+use crate::publish::PublishError;
 
 /// Entries being published at once, at most.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -35,24 +33,11 @@ pub enum Mode {
     Stop,
 }
 
-/// An entry in Kafka: what to count for it.
-struct Accepted {
-    app: String,
-    fields: Vec<&'static str>,
-    deadletter: Option<&'static str>,
-}
-
 /// Runs until `mode` says `Stop`, or says `Drain` and the spool is empty.
-pub async fn run(
-    spool: Arc<Spool>,
-    sink: Sink,
-    routing: Routing,
-    metrics: Arc<Metrics>,
-    mut mode: watch::Receiver<Mode>,
-) {
+pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<Mode>) {
     let mut cursor = 0;
     let mut retries: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut in_flight: JoinSet<(u64, Result<Accepted, PublishError>)> = JoinSet::new();
+    let mut in_flight: JoinSet<(u64, Result<(), PublishError>)> = JoinSet::new();
     let mut failures: u32 = 0;
     let mut blocked_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -75,7 +60,7 @@ pub async fn run(
                 if due_retry.is_none() {
                     cursor = seq + 1;
                 }
-                match dispatch(&spool, &sink, &routing, seq).await {
+                match dispatch(&spool, &deliverer, seq).await {
                     Ok(Some(publication)) => {
                         in_flight.spawn(publication);
                         blocked_until = None;
@@ -101,12 +86,8 @@ pub async fn run(
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 let Ok((seq, result)) = done else { continue };
                 match result {
-                    Ok(accepted) => {
+                    Ok(()) => {
                         failures = 0;
-                        if let Some(reason) = accepted.deadletter {
-                            tracing::warn!(app = %accepted.app, seq, reason, "authentic body is not a notification; keeping it on the dead-letter topic");
-                        }
-                        metrics.count_accepted(&accepted.app, &accepted.fields, accepted.deadletter);
                         spool.release(seq);
                     }
                     Err(error) => {
@@ -142,16 +123,14 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-type Publication = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (u64, Result<Accepted, PublishError>)> + Send>,
->;
+type Publication =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), PublishError>)> + Send>>;
 
 /// Reads entry `seq`, splits it and enqueues its records. `Ok(None)` when there is nothing
 /// to publish (released already, or quarantined).
 async fn dispatch(
     spool: &Spool,
-    sink: &Sink,
-    routing: &Routing,
+    deliverer: &Deliverer,
     seq: u64,
 ) -> Result<Option<Publication>, PublishError> {
     let entry = match spool.read(seq) {
@@ -160,17 +139,10 @@ async fn dispatch(
         Err(error) => return Err(PublishError::Retryable(error.to_string())),
     };
     let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms);
-    let split = envelope::to_records(routing, &entry.app, &entry.body, received_at);
-    let fields: Vec<&'static str> = split.records.iter().map(|record| record.field).collect();
-    let publication = sink.enqueue(&entry.app, split.records).await?;
-    let accepted = Accepted {
-        app: entry.app,
-        fields,
-        deadletter: split.deadletter,
-    };
-    Ok(Some(Box::pin(async move {
-        (seq, publication.finish().await.map(|()| accepted))
-    })))
+    let pending = deliverer
+        .enqueue(&entry.app, &entry.body, received_at)
+        .await?;
+    Ok(Some(Box::pin(async move { (seq, pending.finish().await) })))
 }
 
 /// After a failure: 200 ms, doubling up to [`MAX_RETRY_DELAY`].

@@ -20,7 +20,7 @@ pub struct Entry {
     /// When it came in, in milliseconds since the Unix epoch.
     pub received_at_ms: u64,
     /// The verified raw body.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 /// Appends the frame of `entry` with sequence number `seq` to `out`; returns its length.
@@ -105,7 +105,7 @@ pub fn decode(frame: &[u8]) -> Option<(u64, Entry)> {
         Entry {
             app: app.to_owned(),
             received_at_ms: u64::from_le_bytes(at.try_into().ok()?),
-            body: payload[1 + app_len + 8..].to_vec(),
+            body: bytes::Bytes::copy_from_slice(&payload[1 + app_len + 8..]),
         },
     ))
 }
@@ -118,7 +118,7 @@ mod tests {
         Entry {
             app: "default".to_owned(),
             received_at_ms: 1_795_316_939_761,
-            body: body.to_vec(),
+            body: bytes::Bytes::copy_from_slice(body),
         }
     }
 
@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(decode(&out), Some((42, entry(b"{\"entry\":[]}"))));
         let mut empty = Vec::new();
         encode(1, &entry(b""), &mut empty);
-        assert_eq!(decode(&empty).map(|(_, e)| e.body), Some(Vec::new()));
+        assert_eq!(
+            decode(&empty).map(|(_, e)| e.body),
+            Some(bytes::Bytes::new())
+        );
     }
 
     #[test]

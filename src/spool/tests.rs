@@ -22,7 +22,7 @@ fn entry(n: usize, size: usize) -> Entry {
     Entry {
         app: "default".to_owned(),
         received_at_ms: 1_795_000_000_000 + n as u64,
-        body,
+        body: body.into(),
     }
 }
 
@@ -352,7 +352,7 @@ mod format_v1 {
             .append(Entry {
                 app: "default".to_owned(),
                 received_at_ms: 1,
-                body: b"{}".to_vec(),
+                body: bytes::Bytes::from_static(b"{}"),
             })
             .await
             .expect("appended");

@@ -1,0 +1,162 @@
+//! The handlers without a socket: a `Request` in, a `Response` out, on a paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::{Gateway, Listener};
+use crate::config::Settings;
+use crate::delivery::{Deliverer, Intake};
+use crate::metrics::Metrics;
+use crate::publish::Sink;
+use crate::publish::memory::{Behaviour, MemoryPublisher};
+use crate::shutdown::Readiness;
+use crate::spool::Spool;
+
+const SECRET: &str = "handler-test-secret";
+const BODY: &[u8] = include_bytes!("../../tests/fixtures/messages_text.json");
+
+fn settings() -> Settings {
+    let env = [
+        ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+        ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "token"),
+        ("WABA_GATEWAY__KAFKA__BROKERS", "127.0.0.1:1"),
+    ];
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Settings::load(None, env).expect("valid settings")
+}
+
+struct Handler {
+    gateway: Gateway,
+    memory: Arc<MemoryPublisher>,
+    metrics: Arc<Metrics>,
+}
+
+/// A gateway whose intake is built by `intake` over a memory publisher.
+fn handler(intake: impl FnOnce(Deliverer) -> Intake) -> Handler {
+    let settings = settings();
+    let routing = settings.kafka.routing();
+    let metrics = Arc::new(Metrics::new(routing.known_topics()));
+    let memory = Arc::new(MemoryPublisher::new());
+    let sink = Sink::new(memory.clone(), metrics.clone(), routing.deadletter());
+    let deliverer = Deliverer::new(sink, routing, metrics.clone());
+    let readiness = Arc::new(Readiness::new());
+    readiness.kafka_reached();
+    let gateway = Gateway::new(&settings, intake(deliverer), metrics.clone(), readiness);
+    Handler {
+        gateway,
+        memory,
+        metrics,
+    }
+}
+
+fn kafka_mode(timeout_ms: u64) -> impl FnOnce(Deliverer) -> Intake {
+    move |deliverer| Intake::Kafka {
+        deliverer,
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+impl Handler {
+    /// POSTs `body` signed with the app's secret; the status and the body of the answer.
+    async fn notify(&self, body: &'static [u8]) -> (StatusCode, String) {
+        let request = Request::post("/webhook")
+            .header(
+                crate::signature::HEADER,
+                crate::signature::sign(SECRET.as_bytes(), body),
+            )
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("a request");
+        let response = self.gateway.handle(Listener::Public, request).await;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body");
+        (
+            status,
+            String::from_utf8_lossy(&bytes.to_bytes()).into_owned(),
+        )
+    }
+
+    fn metric(&self, line: &str) -> bool {
+        String::from_utf8(self.metrics.render())
+            .expect("utf-8")
+            .lines()
+            .any(|rendered| rendered == line)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn kafka_mode_answers_503_exactly_when_the_ack_timeout_passes() {
+    let handler = handler(kafka_mode(300));
+    handler.memory.set_behaviour(Behaviour::Hang);
+    let started = tokio::time::Instant::now();
+    let (status, _) = handler.notify(BODY).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    assert!(
+        handler
+            .metric(r#"waba_gateway_http_requests_total{route="webhook_notify",status="503"} 1"#)
+    );
+    assert!(!handler.metric(r#"waba_gateway_changes_total{app="default",field="messages"} 1"#));
+}
+
+#[tokio::test(start_paused = true)]
+async fn kafka_mode_answers_200_once_kafka_has_the_records_and_counts_them() {
+    let handler = handler(kafka_mode(5000));
+    let (status, body) = handler.notify(BODY).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "accepted\n"));
+    let records = handler.memory.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].topic, "whatsapp.messages");
+    assert!(handler.metric(r#"waba_gateway_changes_total{app="default",field="messages"} 1"#));
+}
+
+#[tokio::test(start_paused = true)]
+async fn none_mode_answers_200_although_kafka_has_not_acknowledged() {
+    let handler = handler(Intake::None);
+    handler.memory.set_behaviour(Behaviour::Hold);
+    let (status, _) = handler.notify(BODY).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        handler.memory.records().is_empty(),
+        "nothing acknowledged yet"
+    );
+    handler.memory.set_behaviour(Behaviour::Accept);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(handler.memory.records().len(), 1);
+}
+
+#[tokio::test]
+async fn spool_mode_answers_200_with_the_body_on_the_spool_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("dir");
+    let metrics = Arc::new(Metrics::new(Vec::new()));
+    let (spool, _) = Spool::open(dir.path(), 1 << 20, metrics).expect("spool");
+    let handler = handler(|_| Intake::Spool(spool.clone()));
+    let (status, _) = handler.notify(BODY).await;
+    assert_eq!(status, StatusCode::OK);
+    let entry = spool.read(0).expect("readable").expect("an entry");
+    assert_eq!((entry.app.as_str(), &entry.body[..]), ("default", BODY));
+    assert!(
+        handler.memory.records().is_empty(),
+        "the forwarder publishes, not the handler"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_body_reaches_no_intake() {
+    let handler = handler(kafka_mode(5000));
+    let request = Request::post("/webhook")
+        .header(
+            crate::signature::HEADER,
+            crate::signature::sign(b"other", BODY),
+        )
+        .body(Full::new(Bytes::from_static(BODY)))
+        .expect("a request");
+    let response = handler.gateway.handle(Listener::Public, request).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(handler.memory.records().is_empty());
+}
