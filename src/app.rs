@@ -124,6 +124,7 @@ impl App {
                     quarantined = recovery.quarantined,
                     "spool open"
                 );
+                spool.read_ahead(settings.delivery.forward_read_ahead_bytes());
                 readiness.follow_spool(spool.full());
                 Some(spool)
             }

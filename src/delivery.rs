@@ -64,15 +64,13 @@ impl Intake {
                     .map_err(NotAccepted::from)
             }
             Self::Kafka { deliverer, timeout } => {
-                let delivered = async {
-                    deliverer
-                        .enqueue(app, &body, received_at)
-                        .await?
-                        .finish()
-                        .await
+                let delivered = async move {
+                    let pending = deliverer.enqueue(app, &body, received_at).await?;
+                    // The producer holds what it needs: the body is not kept while Kafka
+                    // acknowledges.
+                    drop(body);
+                    pending.finish().await
                 };
-                // The records hold what they need: the body is not kept while Kafka
-                // acknowledges.
                 tokio::time::timeout(*timeout, delivered)
                     .await
                     .unwrap_or_else(|_| {

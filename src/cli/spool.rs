@@ -111,6 +111,8 @@ fn drain(
         let (spool, recovery) =
             Spool::open(&dir, settings.delivery.spool_max_bytes, metrics.clone())
                 .with_context(|| format!("opening the spool in {}", dir.display()))?;
+        // Nothing is appended by a drain: this bounds what it publishes at once.
+        spool.read_ahead(settings.delivery.forward_read_ahead_bytes());
         let kafka = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
             anyhow::anyhow!(
                 "creating the Kafka producer: {}",

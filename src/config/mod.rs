@@ -277,6 +277,29 @@ pub struct DeliverySettings {
     pub spool_max_bytes: u64,
     /// In `kafka` mode, how long a request waits for Kafka before it gets 503.
     pub kafka_ack_timeout_ms: u64,
+    /// In `spool` mode, the producer's `linger.ms`: nobody waits for the forwarder's
+    /// batches, so they can be large.
+    pub forward_linger_ms: u64,
+    /// In `spool` mode, the producer's `batch.size`.
+    pub forward_batch_bytes: u64,
+    /// Memory for notifications on their way to Kafka: half for the producer's queue
+    /// (`queue.buffering.max.kbytes`), a quarter for the spool entries kept in memory for
+    /// the forwarder, a quarter for the entries it is publishing. At least 4 ×
+    /// `server.max_body_bytes`.
+    pub memory_budget_bytes: u64,
+}
+
+impl DeliverySettings {
+    /// The producer's queue: half the memory budget.
+    pub fn producer_queue_bytes(&self) -> u64 {
+        self.memory_budget_bytes / 2
+    }
+
+    /// The spool entries kept in memory for the forwarder, and those it is publishing: a
+    /// quarter of the memory budget each.
+    pub fn forward_read_ahead_bytes(&self) -> u64 {
+        self.memory_budget_bytes / 4
+    }
 }
 
 impl Default for DeliverySettings {
@@ -286,6 +309,9 @@ impl Default for DeliverySettings {
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             kafka_ack_timeout_ms: 5_000,
+            forward_linger_ms: 20,
+            forward_batch_bytes: 1024 * 1024,
+            memory_budget_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -377,3 +377,21 @@ fn source_networks_must_be_networks_and_proxies_need_an_allowlist() {
         assert!(message.contains(expected), "{expected} in:\n{message}");
     }
 }
+
+#[test]
+fn a_memory_budget_too_small_for_the_largest_body_is_refused_with_the_fix() {
+    let problems = env_problems(&[
+        ("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "4194304"),
+        ("WABA_GATEWAY__DELIVERY__MEMORY_BUDGET_BYTES", "1048576"),
+    ]);
+    assert!(
+        problems.contains(
+            "delivery.memory_budget_bytes = 1048576 must be at least 4 × server.max_body_bytes = 16777216"
+        ),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("raise it or lower max_body_bytes"),
+        "{problems}"
+    );
+}

@@ -65,6 +65,18 @@ impl Settings {
                 self.delivery.kafka_ack_timeout_ms, server.request_timeout_ms
             ));
         }
+        if self.delivery.memory_budget_bytes < 4 * server.max_body_bytes {
+            problems.push(format!(
+                "delivery.memory_budget_bytes = {} must be at least 4 × server.max_body_bytes = {}, \
+                 so that the largest notification fits in each of its shares; raise it or \
+                 lower max_body_bytes",
+                self.delivery.memory_budget_bytes,
+                4 * server.max_body_bytes
+            ));
+        }
+        if self.delivery.forward_batch_bytes == 0 {
+            problems.push("delivery.forward_batch_bytes must be greater than 0".to_owned());
+        }
         if server.request_timeout_ms > self.shutdown.drain_timeout_ms {
             problems.push(format!(
                 "server.request_timeout_ms = {} must not exceed shutdown.drain_timeout_ms = {}, \

@@ -12,13 +12,13 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaConfRes;
 
 use super::client_log::ClientLog;
-use super::{BoxFuture, Delivery, PublishError, Publisher};
-use crate::config::Settings;
+use super::{BoxFuture, Delivery, PublishError, Publisher, Undelivered};
+use crate::config::{AckMode, Settings};
 use crate::envelope::Record;
 use crate::metrics::Metrics;
 
@@ -47,6 +47,42 @@ pub struct KafkaOptions {
     pub topic_partitions: i32,
     /// Replication factor of created topics; -1 for the broker's default.
     pub topic_replication_factor: i32,
+    /// How records are batched, and how much the producer's queue holds.
+    pub batching: Batching,
+}
+
+/// The producer's batching: `linger.ms`, `batch.size`, `queue.buffering.max.kbytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batching {
+    /// `linger.ms`.
+    pub linger_ms: u64,
+    /// `batch.size`.
+    pub batch_bytes: u64,
+    /// `queue.buffering.max.kbytes`.
+    pub queue_kbytes: u64,
+}
+
+impl Batching {
+    /// In `spool` mode only the forwarder produces and nobody waits for it: large batches
+    /// (`delivery.forward_*`). Otherwise every request waits for its batch: 1 ms, measured
+    /// on tansu (docs/PERFORMANCE.md): 5 ms gave 2.5k requests/s and a p99 of 8.4 ms at half
+    /// that rate, 1 ms 8.5k/s and 4.6 ms at lower CPU per request, 0 twice the CPU. The
+    /// queue takes half of `delivery.memory_budget_bytes` in every mode.
+    pub fn of(delivery: &crate::config::DeliverySettings) -> Self {
+        let queue_kbytes = (delivery.producer_queue_bytes() / 1024).max(1);
+        match delivery.ack {
+            AckMode::Spool => Self {
+                linger_ms: delivery.forward_linger_ms,
+                batch_bytes: delivery.forward_batch_bytes,
+                queue_kbytes,
+            },
+            AckMode::Kafka | AckMode::None => Self {
+                linger_ms: 1,
+                batch_bytes: 1_000_000,
+                queue_kbytes,
+            },
+        }
+    }
 }
 
 impl KafkaOptions {
@@ -64,6 +100,7 @@ impl KafkaOptions {
             create_topics: kafka.create_topics,
             topic_partitions: kafka.topic_partitions,
             topic_replication_factor: kafka.topic_replication_factor,
+            batching: Batching::of(&settings.delivery),
         }
     }
 
@@ -81,10 +118,12 @@ impl KafkaOptions {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "zstd")
-            // 1 ms: in `kafka` mode every request waits for its batch. Measured on tansu
-            // (docs/PERFORMANCE.md): 5 ms gave 2.5k requests/s and a p99 of 8.4 ms at half
-            // that rate, 1 ms 8.5k/s and 4.6 ms at lower CPU per request, 0 twice the CPU.
-            .set("linger.ms", "1")
+            .set("linger.ms", self.batching.linger_ms.to_string())
+            .set("batch.size", self.batching.batch_bytes.to_string())
+            .set(
+                "queue.buffering.max.kbytes",
+                self.batching.queue_kbytes.to_string(),
+            )
             .set("message.max.bytes", self.max_message_bytes().to_string())
             .set(
                 "message.timeout.ms",
@@ -356,10 +395,14 @@ impl Publisher for KafkaPublisher {
         Ok(Box::pin(async move {
             match delivery.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((error, _))) => Err(classify(&error)),
+                Ok(Err((error, message))) => Err(Undelivered {
+                    error: classify(&error),
+                    value: message.payload().map(<[u8]>::to_vec),
+                }),
                 Err(_canceled) => Err(PublishError::Retryable(
                     "the producer shut down before the broker answered".to_owned(),
-                )),
+                )
+                .into()),
             }
         }))
     }
@@ -390,6 +433,7 @@ mod tests {
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: -1,
+            batching: Batching::of(&Default::default()),
         }
     }
 

@@ -26,7 +26,24 @@ use crate::metrics::Metrics;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Resolves when the broker acknowledged one enqueued record.
-pub type Delivery = BoxFuture<'static, Result<(), PublishError>>;
+pub type Delivery = BoxFuture<'static, Result<(), Undelivered>>;
+
+/// Why one enqueued record is not in Kafka.
+#[derive(Debug)]
+pub struct Undelivered {
+    /// What went wrong.
+    pub error: PublishError,
+    /// The record's value as the producer gives it back: the [`Sink`] does not keep values
+    /// while Kafka acknowledges, and a record refused for good needs its value for the
+    /// dead-letter topic.
+    pub value: Option<Vec<u8>>,
+}
+
+impl From<PublishError> for Undelivered {
+    fn from(error: PublishError) -> Self {
+        Self { error, value: None }
+    }
+}
 
 /// Why a record is not in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,18 +112,22 @@ impl Sink {
     pub async fn enqueue(
         &self,
         app: &str,
-        records: Vec<Record>,
+        mut records: Vec<Record>,
     ) -> Result<Publication, PublishError> {
         let mut topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
         topics.sort_unstable();
         topics.dedup();
         self.publisher.prepare(&topics).await?;
         let mut deliveries = Vec::with_capacity(records.len());
-        for record in &records {
+        for record in &mut records {
             let delivery = match self.publisher.enqueue(record) {
-                Ok(delivery) => delivery,
+                Ok(delivery) => {
+                    // The producer has its own copy: each value is held once.
+                    record.value = Vec::new();
+                    delivery
+                }
                 Err(rejected @ PublishError::Rejected { .. }) => {
-                    Box::pin(std::future::ready(Err(rejected)))
+                    Box::pin(std::future::ready(Err(rejected.into())))
                 }
                 Err(error) => {
                     self.count(&record.topic, false);
@@ -134,7 +155,8 @@ impl Sink {
     }
 }
 
-/// Records of one request, enqueued and awaiting acknowledgement.
+/// Records of one request, enqueued and awaiting acknowledgement. It keeps their topics,
+/// keys and headers; their values only where the producer refused them at once.
 pub struct Publication {
     sink: Sink,
     app: Arc<str>,
@@ -155,15 +177,25 @@ impl Publication {
         } = self;
         let mut outcome = Ok(());
         let mut refused = Vec::new();
-        for (record, (enqueued_at, delivery)) in records.into_iter().zip(deliveries) {
+        for (mut record, (enqueued_at, delivery)) in records.into_iter().zip(deliveries) {
             let result = delivery.await;
             sink.count(&record.topic, result.is_ok());
-            match result {
-                Ok(()) => sink
-                    .metrics
-                    .kafka_delivery
-                    .observe(enqueued_at.elapsed().as_secs_f64()),
-                Err(PublishError::Rejected { reason, detail }) => {
+            let error = match result {
+                Ok(()) => {
+                    sink.metrics
+                        .kafka_delivery
+                        .observe(enqueued_at.elapsed().as_secs_f64());
+                    continue;
+                }
+                Err(Undelivered { error, value }) => {
+                    if let Some(value) = value {
+                        record.value = value;
+                    }
+                    error
+                }
+            };
+            match error {
+                PublishError::Rejected { reason, detail } => {
                     tracing::error!(app = %app, topic = %record.topic, reason, %detail, "Kafka refused a record for good; sending it to the dead-letter topic with the topic it was meant for (wa-topic)");
                     sink.metrics
                         .deadletters
@@ -176,7 +208,7 @@ impl Publication {
                         &detail,
                     ));
                 }
-                Err(error) => outcome = Err(error),
+                error => outcome = Err(error),
             }
         }
         outcome?;

@@ -37,7 +37,8 @@ pub enum Mode {
 pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<Mode>) {
     let mut cursor = 0;
     let mut retries: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut in_flight: JoinSet<(u64, Result<(), PublishError>)> = JoinSet::new();
+    let mut in_flight: JoinSet<(u64, u64, Result<(), PublishError>)> = JoinSet::new();
+    let mut in_flight_bytes: u64 = 0;
     let mut failures: u32 = 0;
     let mut blocked_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -49,7 +50,11 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
             break;
         }
         let ready = blocked_until.is_none_or(|until| Instant::now() >= until);
-        if ready && in_flight.len() < MAX_IN_FLIGHT {
+        // Bounded in entries and in bytes (`delivery.memory_budget_bytes`), but never below
+        // one entry, however large.
+        let room = in_flight.len() < MAX_IN_FLIGHT
+            && (in_flight.is_empty() || in_flight_bytes < spool.read_ahead_bytes());
+        if ready && room {
             let due_retry = retries
                 .front()
                 .is_some_and(|(_, at)| Instant::now() >= *at)
@@ -61,7 +66,8 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
                     cursor = seq + 1;
                 }
                 match dispatch(&spool, &deliverer, seq).await {
-                    Ok(Some(publication)) => {
+                    Ok(Some((bytes, publication))) => {
+                        in_flight_bytes += bytes;
                         in_flight.spawn(publication);
                         blocked_until = None;
                         // Dispatching never waits when Kafka keeps up: give the worker
@@ -84,7 +90,8 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
         let wake_at = next_retry.chain(blocked_until).min();
         tokio::select! {
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((seq, result)) = done else { continue };
+                let Ok((seq, bytes, result)) = done else { continue };
+                in_flight_bytes -= bytes;
                 match result {
                     Ok(()) => {
                         failures = 0;
@@ -123,16 +130,19 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-type Publication =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), PublishError>)> + Send>>;
+/// Resolves with the entry's sequence number, its body's bytes, and whether Kafka took it.
+type Publication = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (u64, u64, Result<(), PublishError>)> + Send>,
+>;
 
-/// Reads entry `seq`, splits it and enqueues its records. `Ok(None)` when there is nothing
-/// to publish (released already, or quarantined).
+/// Reads entry `seq` (from memory when the spool still has it), splits it and enqueues its
+/// records: its body's bytes and its publication. `Ok(None)` when there is nothing to
+/// publish (released already, or quarantined).
 async fn dispatch(
     spool: &Spool,
     deliverer: &Deliverer,
     seq: u64,
-) -> Result<Option<Publication>, PublishError> {
+) -> Result<Option<(u64, Publication)>, PublishError> {
     let entry = match spool.read(seq) {
         Ok(Some(entry)) => entry,
         Ok(None) => return Ok(None),
@@ -142,7 +152,13 @@ async fn dispatch(
     let pending = deliverer
         .enqueue(&entry.app, &entry.body, received_at)
         .await?;
-    Ok(Some(Box::pin(async move { (seq, pending.finish().await) })))
+    // The records hold what they need: the body goes now, not once Kafka acknowledged.
+    let bytes = entry.body.len() as u64;
+    drop(entry);
+    Ok(Some((
+        bytes,
+        Box::pin(async move { (seq, bytes, pending.finish().await) }),
+    )))
 }
 
 /// After a failure: 200 ms, doubling up to [`MAX_RETRY_DELAY`].

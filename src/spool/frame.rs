@@ -13,7 +13,7 @@ pub const HEADER_BYTES: usize = 20;
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024 + 512;
 
 /// One spooled notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     /// The app it came in for.
     pub app: String,

@@ -1,13 +1,13 @@
 //! The log itself: where each unreleased entry is, the segments that hold them, and
 //! which segments can go once everything in them is released.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::SpoolError;
 use super::checkpoint::Checkpoint;
+use super::{Entry, SpoolError};
 
 /// Where one unreleased entry is.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,20 @@ pub(super) struct State {
     pub(super) checkpointed: Checkpoint,
     /// Released segments whose files the writer is to delete.
     pub(super) doomed: Vec<PathBuf>,
+    /// Entries still in memory since they were appended: the forwarder takes them from here
+    /// instead of reading them back from disk.
+    pub(super) resident: HashMap<u64, Entry>,
+    /// Bytes of the bodies in `resident`.
+    pub(super) resident_bytes: u64,
+}
+
+impl State {
+    /// Takes entry `seq` out of memory, if it is there.
+    pub(super) fn take_resident(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.resident.remove(&seq)?;
+        self.resident_bytes -= entry.body.len() as u64;
+        Some(entry)
+    }
 }
 
 impl State {

@@ -33,10 +33,10 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
@@ -112,6 +112,9 @@ pub struct Spool {
     /// True from the moment the spool refuses appends for want of room until it drains
     /// below its low-water mark; the app follows it for readiness.
     full: watch::Sender<bool>,
+    /// Bytes of appended bodies kept in memory for the forwarder; as much again is what it
+    /// publishes at once. 0 until [`Spool::read_ahead`] sets it: everything read back.
+    read_ahead: AtomicU64,
 }
 
 impl std::fmt::Debug for Spool {
@@ -146,6 +149,8 @@ impl Spool {
             next_seq: checkpoint.watermark,
             checkpointed: checkpoint.clone(),
             doomed: Vec::new(),
+            resident: HashMap::new(),
+            resident_bytes: 0,
         };
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
@@ -197,6 +202,7 @@ impl Spool {
             _lock: lock,
             disk_full: AtomicBool::new(false),
             full: watch::Sender::new(false),
+            read_ahead: AtomicU64::new(0),
         });
         spool.update_gauges();
         let writer_spool = spool.clone();
@@ -262,14 +268,28 @@ impl Spool {
         self.full.subscribe()
     }
 
-    /// Reads entry `seq`. A frame that fails its checksum is quarantined and released, and
-    /// `None` is returned.
+    /// Keeps up to `bytes` of appended bodies in memory for the forwarder, and lets it
+    /// publish as many bytes at once.
+    pub fn read_ahead(&self, bytes: u64) {
+        self.read_ahead.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes of entries the forwarder may publish at once (at least one entry).
+    pub fn read_ahead_bytes(&self) -> u64 {
+        self.read_ahead.load(Ordering::Relaxed)
+    }
+
+    /// Reads entry `seq`: from memory when it is still there (once), else from disk. A
+    /// frame that fails its checksum is quarantined and released, and `None` is returned.
     pub fn read(&self, seq: u64) -> Result<Option<Entry>, SpoolError> {
         let (slot, file) = {
-            let state = self.state.lock().expect("lock is never poisoned");
+            let mut state = self.state.lock().expect("lock is never poisoned");
             let Some(slot) = find(&state.index, seq).map(|at| state.index[at]) else {
                 return Ok(None);
             };
+            if let Some(entry) = state.take_resident(seq) {
+                return Ok(Some(entry));
+            }
             let file = state.segments[&slot.segment].file.clone();
             (slot, file)
         };
@@ -298,6 +318,7 @@ impl Spool {
         }
         state.index[at].released = true;
         state.unreleased -= 1;
+        state.take_resident(seq);
         while state.index.front().is_some_and(|slot| slot.released) {
             state.index.pop_front();
         }

@@ -392,3 +392,26 @@ async fn no_checkpoint_covers_an_entry_before_it_is_released() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     checkpointer.join().expect("checkpointer");
 }
+
+/// Appended bodies stay in memory up to the read-ahead, and the forwarder's read takes
+/// them from there once: the bytes on disk are not read for them.
+#[tokio::test]
+async fn the_first_read_of_a_fresh_entry_comes_from_memory_within_the_read_ahead() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (spool, ..) = open(dir.path(), 1 << 20);
+    spool.read_ahead(250);
+    for n in 0..3 {
+        spool.append(entry(n, 100)).await.expect("appended");
+    }
+    // Wipe the segment's bytes: only what is in memory still reads.
+    let segment = segments(dir.path())[0].clone();
+    let length = std::fs::metadata(&segment).expect("segment").len();
+    std::fs::write(&segment, vec![0; length as usize]).expect("wiped");
+    assert_eq!(spool.read(0).expect("read"), Some(entry(0, 100)));
+    assert_eq!(spool.read(1).expect("read"), Some(entry(1, 100)));
+    // The third did not fit in 250 bytes: read from disk, found wiped, quarantined.
+    assert_eq!(spool.read(2).expect("read"), None);
+    // Taken once: a second read (a retry) goes to disk.
+    assert_eq!(spool.read(0).expect("read"), None);
+    assert_eq!(spool.unreleased(), 1, "entry 1 waits for its release");
+}

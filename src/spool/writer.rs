@@ -17,6 +17,9 @@ use super::{Entry, Spool, SpoolError, frame};
 /// Appends larger than this go in the next write.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
+/// An append written and synced: its answer, its entry and where it is.
+type Accepted = (oneshot::Sender<Result<u64, SpoolError>>, Entry, Slot);
+
 pub(super) struct Append {
     pub(super) entry: Entry,
     pub(super) done: oneshot::Sender<Result<u64, SpoolError>>,
@@ -86,17 +89,15 @@ impl Spool {
                     let seq = state.next_seq + accepted.len() as u64;
                     let offset = written + buffer.len() as u64;
                     let len = frame::encode(seq, &append.entry, &mut buffer) as u32;
-                    accepted.push((
-                        append.done,
-                        Slot {
-                            seq,
-                            segment: state.active,
-                            offset,
-                            len,
-                            received_at_ms: append.entry.received_at_ms,
-                            released: false,
-                        },
-                    ));
+                    let slot = Slot {
+                        seq,
+                        segment: state.active,
+                        offset,
+                        len,
+                        received_at_ms: append.entry.received_at_ms,
+                        released: false,
+                    };
+                    accepted.push((append.done, append.entry, slot));
                 }
             }
             if accepted.is_empty() {
@@ -117,7 +118,7 @@ impl Spool {
                     tracing::error!("could not cut the failed write off the spool segment");
                 }
                 let kind = error.kind();
-                for (done, _) in accepted {
+                for (done, ..) in accepted {
                     let _ = done.send(Err(SpoolError::Io(std::io::Error::new(
                         kind,
                         error.to_string(),
@@ -129,7 +130,7 @@ impl Spool {
             let roll = {
                 let mut state = self.state.lock().expect("lock is never poisoned");
                 let active = state.active;
-                state.index.extend(accepted.iter().map(|(_, slot)| *slot));
+                state.index.extend(accepted.iter().map(|(.., slot)| *slot));
                 state.next_seq += accepted.len() as u64;
                 let count = accepted.len();
                 state.unreleased += count;
@@ -139,10 +140,11 @@ impl Spool {
                     .get_mut(&active)
                     .expect("the active segment is registered");
                 segment.bytes += buffer.len() as u64;
-                segment.last_seq = accepted.last().map(|(_, slot)| slot.seq);
+                segment.last_seq = accepted.last().map(|(.., slot)| slot.seq);
                 written > self.segment_target_bytes()
             };
-            for (done, slot) in accepted {
+            self.keep_resident(&mut accepted);
+            for (done, _, slot) in accepted {
                 let _ = done.send(Ok(slot.seq));
             }
             self.appended.notify_one();
@@ -158,6 +160,25 @@ impl Spool {
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps the bodies just synced in memory for the forwarder, while they fit in the read
+    /// ahead: it then publishes them without reading them back.
+    fn keep_resident(&self, accepted: &mut [Accepted]) {
+        let budget = self.read_ahead_bytes();
+        if budget == 0 {
+            return;
+        }
+        let mut state = self.state.lock().expect("lock is never poisoned");
+        for (_, entry, slot) in accepted {
+            let bytes = entry.body.len() as u64;
+            if state.resident_bytes + bytes > budget {
+                break;
+            }
+            state.resident_bytes += bytes;
+            let entry = std::mem::take(entry);
+            state.resident.insert(slot.seq, entry);
         }
     }
 
