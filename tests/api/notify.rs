@@ -352,6 +352,14 @@ async fn the_binary_answers_200_in_the_first_seconds_after_sigterm() {
     let body = fixture("messages_text.json");
     serve.send_signal("TERM");
     let sigterm = std::time::Instant::now();
+    // The signal arrives a moment later: from then on /readyz says 503.
+    while get(&format!("http://{}/readyz", serve.admin)).await.status != 503 {
+        assert!(
+            sigterm.elapsed() < Duration::from_millis(1000),
+            "still ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut answered = 0;
     while sigterm.elapsed() < Duration::from_millis(1500) {
         let answer = post_signed(&serve.url(), &body, "demo-app-secret").await;
