@@ -5,7 +5,7 @@
 //! documented field names (else `other`), the gateway's own topics (else `other`), and
 //! the reason enums of the modules that fail.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -29,7 +29,12 @@ macro_rules! metrics {
         pub struct Metrics {
             registry: Registry,
             $($(#[$doc])* pub $field: $kind,)+
-            topic_labels: HashSet<String>,
+            /// `kafka_records` handles (ok, error) of the gateway's own topics, and of
+            /// `other`: looked up once, not per record.
+            topics: HashMap<String, [IntCounter; 2]>,
+            /// `http_requests` handles of 200 answers and `http_request_duration` handles,
+            /// by route: looked up once, not per request.
+            routes: HashMap<&'static str, (IntCounter, Histogram)>,
         }
 
         impl Metrics {
@@ -42,11 +47,13 @@ macro_rules! metrics {
                 registry
                     .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
                     .expect("the process collector is registered once");
-                let metrics = Self {
+                let mut metrics = Self {
                     $($field: register(&registry, $make),)+
                     registry,
-                    topic_labels: topics.into_iter().collect(),
+                    topics: HashMap::new(),
+                    routes: HashMap::new(),
                 };
+                metrics.look_up_handles(topics);
                 metrics
                     .build_info
                     .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("WABA_GATEWAY_REVISION")])
@@ -129,14 +136,84 @@ fn latencies(name: &str, help: &str) -> HistogramOpts {
     HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
 }
 
+/// Every `route` label of the HTTP metrics.
+pub const ROUTES: &[&str] = &[
+    "webhook_notify",
+    "webhook_verify",
+    "webhook_refused",
+    "webhook_other",
+    "healthz",
+    "readyz",
+    "metrics",
+    "not_found",
+    "over_capacity",
+];
+
 impl Metrics {
+    fn look_up_handles(&mut self, topics: impl IntoIterator<Item = String>) {
+        let outcomes = |label: &str| {
+            ["ok", "error"].map(|outcome| self.kafka_records.with_label_values(&[label, outcome]))
+        };
+        let topics: HashMap<String, [IntCounter; 2]> = topics
+            .into_iter()
+            .chain(["other".to_owned()])
+            .map(|topic| {
+                let handles = outcomes(&topic);
+                (topic, handles)
+            })
+            .collect();
+        self.routes = ROUTES
+            .iter()
+            .map(|route| {
+                let ok = self.http_requests.with_label_values(&[route, "200"]);
+                (
+                    *route,
+                    (ok, self.http_request_duration.with_label_values(&[route])),
+                )
+            })
+            .collect();
+        self.topics = topics;
+    }
+
     /// The label for `topic`: itself if it is one of the gateway's known topics, else
     /// `other`.
     pub fn topic_label<'a>(&self, topic: &'a str) -> &'a str {
-        if self.topic_labels.contains(topic) {
+        if self.topics.contains_key(topic) {
             topic
         } else {
             "other"
+        }
+    }
+
+    /// Counts one record Kafka acknowledged (`ok`) or failed.
+    pub fn count_record(&self, topic: &str, ok: bool) {
+        let handles = self.topics.get(topic).or_else(|| self.topics.get("other"));
+        if let Some(handles) = handles {
+            handles[usize::from(!ok)].inc();
+        }
+    }
+
+    /// Counts one answer of `route` with `status`, and how long it took.
+    pub fn count_answer(&self, route: &'static str, status: http::StatusCode, seconds: f64) {
+        match self.routes.get(route) {
+            Some((ok, duration)) => {
+                if status == http::StatusCode::OK {
+                    ok.inc();
+                } else {
+                    self.http_requests
+                        .with_label_values(&[route, status.as_str()])
+                        .inc();
+                }
+                duration.observe(seconds);
+            }
+            None => {
+                self.http_requests
+                    .with_label_values(&[route, status.as_str()])
+                    .inc();
+                self.http_request_duration
+                    .with_label_values(&[route])
+                    .observe(seconds);
+            }
         }
     }
 

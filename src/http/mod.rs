@@ -223,13 +223,7 @@ impl Gateway {
     ) -> Response<Full<Bytes>> {
         let response = result.unwrap_or_else(ApiError::into_response);
         self.metrics
-            .http_requests
-            .with_label_values(&[route, response.status().as_str()])
-            .inc();
-        self.metrics
-            .http_request_duration
-            .with_label_values(&[route])
-            .observe(started.elapsed().as_secs_f64());
+            .count_answer(route, response.status(), started.elapsed().as_secs_f64());
         response
     }
 

@@ -145,13 +145,7 @@ impl Sink {
     }
 
     fn count(&self, topic: &str, ok: bool) {
-        self.metrics
-            .kafka_records
-            .with_label_values(&[
-                self.metrics.topic_label(topic),
-                if ok { "ok" } else { "error" },
-            ])
-            .inc();
+        self.metrics.count_record(topic, ok);
     }
 }
 

@@ -122,6 +122,13 @@ async fn the_quickstart_runs_on_embedded_kafka_and_tail_shows_the_record() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
+    // The 200 came once the body was spooled; the forwarder then produces it.
+    let produced = r#"waba_gateway_kafka_records_total{outcome="ok",topic="whatsapp.messages"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while serve.metric(produced).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "never produced");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let tail = binary()
         .args(["tail", "--field", "messages", "--exit"])
