@@ -2,6 +2,7 @@
 //! `"{phone_number_id}:{customer}"`, so that one conversation stays in order on one
 //! partition; every other field by the entry id.
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::shape::{Raw, members, shape, text};
@@ -21,16 +22,50 @@ members! {
     PartyShape { wa_id: Raw, from: Raw, recipient_id: Raw, user_id: Raw, from_user_id: Raw, recipient_user_id: Raw }
 }
 
+members! {
+    /// The same members, each list read in the same pass for its first item only.
+    OnePassValueShape { metadata: Raw, contacts: FirstParty, messages: FirstParty, statuses: FirstParty }
+}
+
 /// `"{phone_number_id}:{customer}"` for a `messages` value, or just the phone number id
 /// when no customer is named (system messages, `value.errors`). `None` when the value has
 /// no `metadata.phone_number_id`.
+///
+/// Read in one pass over the value; a value that pass cannot read (a first party with a
+/// member twice, say) is read again level by level, which decides for every value.
 pub(super) fn conversation_key(value: &RawValue) -> Option<String> {
+    if !value.get().starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str::<OnePassValueShape>(value.get()) {
+        Ok(shape) => key_of(
+            shape.metadata,
+            [shape.contacts, shape.messages, shape.statuses].map(FirstParty::party),
+        ),
+        Err(_) => conversation_key_by_levels(value),
+    }
+}
+
+/// [`conversation_key`] reading the value, then each list, then its first item.
+pub(super) fn conversation_key_by_levels(value: &RawValue) -> Option<String> {
     let value: MessagesValueShape = shape(value)?;
-    let metadata: MetadataShape = shape(value.metadata?)?;
+    key_of(
+        value.metadata,
+        [
+            first_party(value.contacts),
+            first_party(value.messages),
+            first_party(value.statuses),
+        ],
+    )
+}
+
+/// The key from `metadata` and the first contact, message and status.
+fn key_of(
+    metadata: Option<&RawValue>,
+    [contact, message, status]: [PartyShape<'_>; 3],
+) -> Option<String> {
+    let metadata: MetadataShape = shape(metadata?)?;
     let phone_number_id = metadata.phone_number_id.and_then(text)?;
-    let contact = first_party(value.contacts);
-    let message = first_party(value.messages);
-    let status = first_party(value.statuses);
     let customer = [
         contact.wa_id,
         message.from,
@@ -53,4 +88,80 @@ fn first_party(list: Option<&RawValue>) -> PartyShape<'_> {
         .and_then(|items| items.first().copied())
         .and_then(shape)
         .unwrap_or_default()
+}
+
+/// The first item of a list when it is an object, read as a party; an empty party for any
+/// other JSON. The rest of the list is skipped unread.
+pub(super) struct FirstParty<'a>(PartyShape<'a>);
+
+impl<'a> FirstParty<'a> {
+    /// The party of a member that may be absent.
+    fn party(first: Option<Self>) -> PartyShape<'a> {
+        first.map(|first| first.0).unwrap_or_default()
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FirstParty<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(PartyVisitor { first_only: true })
+            .map(FirstParty)
+    }
+}
+
+/// Reads a list's first item (`first_only`), or the item itself: an object as a party,
+/// anything else as none.
+struct PartyVisitor {
+    first_only: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PartyVisitor {
+    type Value = PartyShape<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PartyVisitor {
+    type Value = PartyShape<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let first = if self.first_only {
+            seq.next_element_seed(PartyVisitor { first_only: false })?
+        } else {
+            None
+        };
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(first.unwrap_or_default())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        if self.first_only {
+            serde::de::IgnoredAny::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            return Ok(PartyShape::default());
+        }
+        PartyShape::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(PartyShape::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(PartyShape::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(PartyShape::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(PartyShape::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(PartyShape::default())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(PartyShape::default())
+    }
 }

@@ -1,12 +1,13 @@
 //! Properties of the split over generated bodies (proptest): it never panics; an
 //! authentic body that is not a notification is kept whole as one dead letter; and in a
 //! notification every change ends up in exactly one record, its value bytes unchanged,
-//! however the JSON is spaced, escaped or ordered.
+//! however the JSON is spaced, escaped or ordered. Every split is also compared with the
+//! level-by-level reference split.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use waba_gateway::config::KafkaSettings;
-use waba_gateway::envelope::{Record, to_records};
+use waba_gateway::envelope::{Record, split_by_levels, to_records};
 
 use crate::helpers::envelope_value_bytes;
 
@@ -17,8 +18,16 @@ fn at(text: &str) -> std::time::SystemTime {
     humantime::parse_rfc3339(text).expect("an RFC 3339 time")
 }
 
+/// The split of `body`, checked against the level-by-level reference: the same records,
+/// or a dead letter where the reference finds no notification.
 fn split(body: &[u8]) -> waba_gateway::envelope::Split {
-    to_records(&KafkaSettings::default().routing(), "default", body, at(AT))
+    let routing = KafkaSettings::default().routing();
+    let split = to_records(&routing, "default", body, at(AT));
+    match split_by_levels(&routing, "default", body, at(AT)) {
+        Ok(records) => assert_eq!(split.records, records, "{}", String::from_utf8_lossy(body)),
+        Err(error) => assert_eq!(split.deadletter, Some(error.reason())),
+    }
+    split
 }
 
 /// JSON white space, often none.
