@@ -10,11 +10,12 @@
 # p50/p99/p99.9 latency, CPU microseconds per request of the server process (from
 # /proc/<pid>/stat) and its peak RSS (VmHWM), each with its ratio to the ceiling; then the
 # gateway's latency at half its maximum rate (open loop, examples/loadgen.rs, latency from
-# each request's scheduled start); then 3 MB bodies of 1000 changes at 50 connections.
-# Every request is a different notification, signed in the wrk script. After the kafka
-# mode run, benches/load/verify.py reads the topics back and counts the changes of
-# requests answered 200 that are not in Kafka; after the spool and 3 MB runs, the check is
-# that Kafka acknowledged them all (reading those back from tansu takes too long).
+# each request's scheduled start); its latency against rate at six fractions of its
+# maximum, plotted as an SVG (PLOT, default target/bench/latency-vs-rate.svg); then 3 MB
+# bodies of 1000 changes at 50 connections, in both modes. Every request is a different
+# notification, signed in the wrk script. After each run, benches/load/verify.py reads the
+# topics back (examples/readback.rs) and counts the changes of requests answered 200 that
+# are not in Kafka.
 #
 # CONNECTIONS (16), SECONDS_PER_RUN (10), BIG_SECONDS (3) set the load. wrk runs one
 # connection per thread, so each answer is counted against the body it answers. Only
@@ -25,6 +26,8 @@ connections=${CONNECTIONS:-16}
 seconds=${SECONDS_PER_RUN:-10}
 big_seconds=${BIG_SECONDS:-3}
 big_connections=50
+curve_seconds=${CURVE_SECONDS:-4}
+plot=${PLOT:-target/bench/latency-vs-rate.svg}
 secret=bench-secret
 gateway_port=18080
 admin_port=19090
@@ -36,7 +39,7 @@ if ! command -v wrk >/dev/null; then
   echo "installing wrk"
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
 fi
-cargo build --release --quiet --bin waba-gateway --example ceiling --example loadgen
+cargo build --release --quiet --bin waba-gateway --example ceiling --example loadgen --example readback
 gateway=target/release/waba-gateway
 tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
 
@@ -147,30 +150,29 @@ measure() {
     'BEGIN { printf "cpu_us_per_request=%.1f peak_rss_mb=%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1), h / 1024 }')"
 }
 # How many changes of the requests answered 200 in runs $2... (manifest $1) are not in
-# Kafka.
+# Kafka, read back by event_id (examples/readback.rs) once the spool, if any, is empty.
 missing() {
   local manifest=$1 reports=()
   shift
   for run in "$@"; do reports+=("$work/report-$run"); done
-  field "$(python3 benches/load/verify.py "$gateway" $brokers "$manifest" "${reports[@]}")" missing
-}
-
-# How many changes of the requests answered 200 in runs $2... (manifest $1) Kafka has not
-# acknowledged, once the spool (if any) is empty: from the gateway's own count of records
-# Kafka acknowledged. Used where reading everything back takes too long: tansu's
-# in-memory engine serves each record many times over, a few hundred 3 KB records or a
-# few thousand small ones a second.
-unacknowledged() {
-  local manifest=$1 reports=() expected acked
-  shift
-  for run in "$@"; do reports+=("$work/report-$run"); done
   for _ in $(seq 600); do
-    [ "$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "waba_gateway_spool_entries" { print $2 }')" = 0 ] && break
+    entries=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "waba_gateway_spool_entries" { print $2 }')
+    [ "${entries:-0}" = 0 ] && break
     sleep 0.5
   done
-  expected=$(field "$(python3 benches/load/verify.py --expected-only "$gateway" $brokers "$manifest" "${reports[@]}")" expected)
-  acked=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '/^waba_gateway_kafka_records_total\{outcome="ok"/ { n += $2 } END { print n + 0 }')
-  echo "$((expected > acked ? expected - acked : 0))"
+  field "$(python3 benches/load/verify.py target/release/examples/readback $brokers "$manifest" "${reports[@]}")" missing
+}
+
+# Latency against rate for the server at URL $1 whose maximum is $2 requests/s: the
+# open-loop generator at fractions of that maximum, CURVE_SECONDS each. Appends
+# `name fraction rate p50_ms p99_ms non2xx` lines to $work/curve for server name $3.
+curve() {
+  local fraction rate line
+  for fraction in 0.1 0.25 0.5 0.75 0.9 1.0; do
+    rate=$(awk -v m="$2" -v f="$fraction" 'BEGIN { printf "%d", m * f }')
+    line=$(target/release/examples/loadgen "$1" $secret "$connections" "$curve_seconds" "$rate" "${fixtures[@]}")
+    echo "$3 $fraction $rate $(field "$line" p50_ms) $(field "$line" p99_ms) $(field "$line" non2xx)" >>"$work/curve"
+  done
 }
 
 declare -A row
@@ -179,6 +181,8 @@ start_ceiling
 measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest" "$connections" 2 ceiling-warm >/dev/null
 row[ceiling]=$(measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest" "$connections" "$seconds" ceiling)
 row[ceiling_big]=$(measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest-big" $big_connections "$big_seconds" ceiling-big)
+ceiling_rps=$(awk -v r="$(field "${row[ceiling]}" requests)" -v s="$(field "${row[ceiling]}" seconds)" 'BEGIN { printf "%d", r / s }')
+curve "http://127.0.0.1:$ceiling_port/webhook" "$ceiling_rps" ceiling
 stop_all
 
 declare -A half missing_records
@@ -187,21 +191,20 @@ for mode in kafka spool; do
   start_gateway $mode
   measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest" "$connections" 2 $mode-warm >/dev/null
   row[$mode]=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest" "$connections" "$seconds" $mode)
-  if [ $mode = kafka ]; then
-    missing_records[$mode]=$(missing "$work/manifest" $mode-warm $mode)
-  else
-    missing_records[$mode]=$(unacknowledged "$work/manifest" $mode-warm $mode)
-  fi
+  missing_records[$mode]=$(missing "$work/manifest" $mode-warm $mode)
   rps=$(awk -v r="$(field "${row[$mode]}" requests)" -v s="$(field "${row[$mode]}" seconds)" 'BEGIN { printf "%d", r / s }')
   half[$mode]="$((rps / 2)) $(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret "$connections" "$seconds" $((rps / 2)) "${fixtures[@]}")"
+  curve "http://127.0.0.1:$gateway_port/webhook" "$rps" "gateway-$mode"
+  stop_all
+  # 3 MB bodies, on a fresh broker.
+  start_broker
+  start_gateway $mode
+  row[${mode}_big]=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest-big" $big_connections "$big_seconds" $mode-big)
+  missing_records[${mode}_big]=$(missing "$work/manifest-big" $mode-big)
   stop_all
 done
-# 3 MB bodies, kafka mode.
-start_broker
-start_gateway kafka
-row[kafka_big]=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest-big" $big_connections "$big_seconds" kafka-big)
-missing_records[kafka_big]=$(unacknowledged "$work/manifest-big" kafka-big)
-stop_all
+mkdir -p "$(dirname "$plot")"
+python3 benches/load/plot.py "$work/curve" "$plot"
 
 report() { # name, row, ceiling row, missing
   local r=$2 c=$3
@@ -233,7 +236,11 @@ echo
 echo "${big_kb} KB bodies of 1000 changes, $big_connections connections x ${big_seconds}s:"
 report ceiling "${row[ceiling_big]}" "${row[ceiling_big]}" -
 report "gateway kafka" "${row[kafka_big]}" "${row[ceiling_big]}" "${missing_records[kafka_big]}"
+report "gateway spool" "${row[spool_big]}" "${row[ceiling_big]}" "${missing_records[spool_big]}"
 echo
-echo "missing: changes of requests answered 200 not found in Kafka. kafka mode: read back"
-echo "from the broker by event_id; spool mode and 3 MB bodies: not acknowledged by Kafka"
-echo "(the gateway's count), once the spool was empty."
+echo "latency against rate, open loop ($connections connections, ${curve_seconds}s a point): $plot"
+printf '  %-14s %8s %8s %8s %8s %7s\n' server fraction rps "p50 ms" "p99 ms" non2xx
+awk '{ printf "  %-14s %8s %8s %8s %8s %7s\n", $1, $2, $3, $4, $5, $6 }' "$work/curve"
+echo
+echo "missing: changes of requests answered 200 not found in Kafka, read back from the"
+echo "broker by event_id once the spool (if any) was empty."

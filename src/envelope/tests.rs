@@ -460,8 +460,7 @@ fn the_one_pass_key_is_the_key_read_level_by_level() {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let Ok(body) = serde_json::from_slice::<Value>(&std::fs::read(&path).expect("read"))
-        else {
+        let Ok(body) = serde_json::from_slice::<Value>(&std::fs::read(&path).expect("read")) else {
             continue;
         };
         for entry in body["entry"].as_array().into_iter().flatten() {
