@@ -52,8 +52,9 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
         let ready = blocked_until.is_none_or(|until| Instant::now() >= until);
         // Bounded in entries and in bytes (`delivery.memory_budget_bytes`), but never below
         // one entry, however large.
+        let byte_limit = spool.read_ahead_bytes();
         let room = in_flight.len() < MAX_IN_FLIGHT
-            && (in_flight.is_empty() || in_flight_bytes < spool.read_ahead_bytes());
+            && (in_flight.is_empty() || byte_limit == 0 || in_flight_bytes < byte_limit);
         if ready && room {
             let due_retry = retries
                 .front()

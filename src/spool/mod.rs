@@ -113,7 +113,8 @@ pub struct Spool {
     /// below its low-water mark; the app follows it for readiness.
     full: watch::Sender<bool>,
     /// Bytes of appended bodies kept in memory for the forwarder; as much again is what it
-    /// publishes at once. 0 until [`Spool::read_ahead`] sets it: everything read back.
+    /// publishes at once. 0 until [`Spool::read_ahead`] sets it: everything read back, and
+    /// no bound in bytes on what the forwarder publishes at once.
     read_ahead: AtomicU64,
 }
 
@@ -274,7 +275,8 @@ impl Spool {
         self.read_ahead.store(bytes, Ordering::Relaxed);
     }
 
-    /// The bytes of entries the forwarder may publish at once (at least one entry).
+    /// The bytes of entries the forwarder may publish at once (at least one entry; 0: no
+    /// bound in bytes).
     pub fn read_ahead_bytes(&self) -> u64 {
         self.read_ahead.load(Ordering::Relaxed)
     }
