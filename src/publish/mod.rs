@@ -6,8 +6,8 @@
 //!   one conversation keeps its order on its partition;
 //! - `finish` returns `Ok` only when Kafka acknowledged every record (or, for a record the
 //!   broker refused as such, its copy on the dead-letter topic): nothing is dropped;
-//! - a full producer queue is an immediate [`PublishError::QueueFull`]: backpressure,
-//!   never a hang.
+//! - a full producer queue is waited on for [`QUEUE_WAIT`] at most, while librdkafka
+//!   sends what it holds, then is [`PublishError::QueueFull`]: backpressure, never a hang.
 
 pub mod client_log;
 pub mod embedded;
@@ -21,6 +21,14 @@ use std::time::Instant;
 
 use crate::envelope::Record;
 use crate::metrics::Metrics;
+
+/// How long a request waits for room in a full producer queue, in all: long enough for a
+/// burst of large bodies to pass while librdkafka sends, short enough that a queue which
+/// does not drain (Kafka down) is a 503 well within Meta's answer time.
+pub const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often a full queue is tried again while waiting.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A boxed future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,8 +127,20 @@ impl Sink {
         topics.dedup();
         self.publisher.prepare(&topics).await?;
         let mut deliveries = Vec::with_capacity(records.len());
+        let mut queue_full_since: Option<Instant> = None;
         for record in &mut records {
-            let delivery = match self.publisher.enqueue(record) {
+            let delivery = loop {
+                match self.publisher.enqueue(record) {
+                    Err(PublishError::QueueFull)
+                        if queue_full_since.get_or_insert_with(Instant::now).elapsed()
+                            < QUEUE_WAIT =>
+                    {
+                        tokio::time::sleep(QUEUE_POLL).await;
+                    }
+                    other => break other,
+                }
+            };
+            let delivery = match delivery {
                 Ok(delivery) => {
                     // The producer has its own copy: each value is held once.
                     record.value = Vec::new();
