@@ -246,3 +246,9 @@ awk '{ printf "  %-14s %8s %8s %8s %8s %7s\n", $1, $2, $3, $4, $5, $6 }' "$work/
 echo
 echo "missing: changes of requests answered 200 not found in Kafka, read back from the"
 echo "broker by event_id once the spool (if any) was empty."
+# Why any request was not answered 2xx, in the gateway's own words (its log, all runs).
+if grep -q "not accepted" "$work/gateway.log"; then
+  echo
+  echo "notifications not accepted (503), by the gateway's reason:"
+  grep "not accepted" "$work/gateway.log" | sed -e 's/.*error=//' -e 's/"//g' | cut -c1-120 | sort | uniq -c
+fi
