@@ -282,6 +282,7 @@ const RECORD_HEADERS: &[&str] = &[
     "wa-object",
     "wa-entry-id",
     "wa-field",
+    "wa-phone-number-id",
     "content-type",
 ];
 

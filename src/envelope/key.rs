@@ -33,7 +33,7 @@ members! {
 ///
 /// Read in one pass over the value; a value that pass cannot read (a first party with a
 /// member twice, say) is read again level by level, which decides for every value.
-pub(super) fn conversation_key(value: &RawValue) -> Option<String> {
+pub(super) fn conversation_key(value: &RawValue) -> Option<Conversation> {
     if !value.get().starts_with('{') {
         return None;
     }
@@ -47,7 +47,7 @@ pub(super) fn conversation_key(value: &RawValue) -> Option<String> {
 }
 
 /// [`conversation_key`] reading the value, then each list, then its first item.
-pub(super) fn conversation_key_by_levels(value: &RawValue) -> Option<String> {
+pub(super) fn conversation_key_by_levels(value: &RawValue) -> Option<Conversation> {
     let value: MessagesValueShape = shape(value)?;
     key_of(
         value.metadata,
@@ -60,10 +60,19 @@ pub(super) fn conversation_key_by_levels(value: &RawValue) -> Option<String> {
 }
 
 /// The key from `metadata` and the first contact, message and status.
+/// The business phone number of a `messages` value, and the record key it gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Conversation {
+    /// `metadata.phone_number_id`, as text (the `wa-phone-number-id` header).
+    pub(super) phone_number_id: String,
+    /// `"{phone_number_id}:{customer}"`, or the phone number id alone.
+    pub(super) key: String,
+}
+
 fn key_of(
     metadata: Option<&RawValue>,
     [contact, message, status]: [PartyShape<'_>; 3],
-) -> Option<String> {
+) -> Option<Conversation> {
     let metadata: MetadataShape = shape(metadata?)?;
     let phone_number_id = metadata.phone_number_id.and_then(text)?;
     let customer = [
@@ -76,9 +85,13 @@ fn key_of(
     ]
     .into_iter()
     .find_map(|raw| raw.and_then(text));
-    Some(match customer {
+    let key = match &customer {
         Some(customer) => format!("{phone_number_id}:{customer}"),
-        None => phone_number_id.into_owned(),
+        None => phone_number_id.clone().into_owned(),
+    };
+    Some(Conversation {
+        phone_number_id: phone_number_id.into_owned(),
+        key,
     })
 }
 

@@ -308,10 +308,14 @@ fn record(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue
         .routing
         .topic(context.object_text.as_deref(), field_text.as_deref());
     let event_id = event_id(context, field, value);
-    let key = if field_text.as_deref() == Some("messages") {
-        conversation_key(value).or_else(|| context.id_text.as_deref().map(str::to_owned))
+    let conversation = if field_text.as_deref() == Some("messages") {
+        conversation_key(value)
     } else {
-        context.id_text.as_deref().map(str::to_owned)
+        None
+    };
+    let key = match &conversation {
+        Some(conversation) => Some(conversation.key.clone()),
+        None => context.id_text.as_deref().map(str::to_owned),
     };
 
     let mut envelope = Vec::with_capacity(value.get().len() + 256 + context.app.len());
@@ -330,7 +334,7 @@ fn record(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue
     );
     written.expect("an envelope of raw JSON serializes into a Vec");
 
-    let mut headers = Vec::with_capacity(6);
+    let mut headers = Vec::with_capacity(7);
     headers.push(("wa-event-id", event_id));
     headers.push(("wa-app", context.app.to_owned()));
     for (name, text) in [
@@ -341,6 +345,10 @@ fn record(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue
         if let Some(text) = text {
             headers.push((name, text.to_owned()));
         }
+    }
+    // Consumers serving many business numbers filter on it without parsing (DESIGN §6).
+    if let Some(conversation) = conversation {
+        headers.push(("wa-phone-number-id", conversation.phone_number_id));
     }
     headers.push(("content-type", "application/json".to_owned()));
 

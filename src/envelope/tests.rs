@@ -494,3 +494,25 @@ fn the_one_pass_key_is_the_key_read_level_by_level() {
         );
     }
 }
+
+#[test]
+fn messages_records_name_their_business_phone_number_and_others_do_not() {
+    for (name, phone_number_id) in [
+        ("messages_text.json", Some("420123456789002")),
+        ("message_template_status_update.json", None),
+    ] {
+        let records = split(&routing(), "default", &fixture(name), at(AT)).expect("splits");
+        for record in &records {
+            assert_eq!(
+                record.header("wa-phone-number-id"),
+                phone_number_id,
+                "{name}"
+            );
+        }
+    }
+    // A messages value without metadata has no phone number to name.
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[]}}]}]}"#;
+    let records = split(&routing(), "default", body, at(AT)).expect("splits");
+    assert_eq!(records[0].header("wa-phone-number-id"), None);
+    assert_eq!(records[0].key.as_deref(), Some("1"));
+}

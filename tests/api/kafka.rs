@@ -88,17 +88,23 @@ async fn two_entries_of_three_changes_become_six_exact_records_with_stable_event
         };
         assert_eq!(record.key.as_deref(), Some(expected_key.as_str()));
         let header_names: BTreeSet<&str> = record.headers.keys().map(String::as_str).collect();
-        assert_eq!(
-            header_names,
-            BTreeSet::from([
-                "content-type",
-                "wa-app",
-                "wa-entry-id",
-                "wa-event-id",
-                "wa-field",
-                "wa-object"
-            ])
-        );
+        let mut expected_names = BTreeSet::from([
+            "content-type",
+            "wa-app",
+            "wa-entry-id",
+            "wa-event-id",
+            "wa-field",
+            "wa-object",
+        ]);
+        if field == "messages" {
+            // Every messages record names its business phone number.
+            expected_names.insert("wa-phone-number-id");
+            assert_eq!(
+                record.headers.get("wa-phone-number-id").map(String::as_str),
+                change["value"]["metadata"]["phone_number_id"].as_str()
+            );
+        }
+        assert_eq!(header_names, expected_names);
         *ids_per_delivery
             .entry(record.event_id().to_owned())
             .or_default() += 1;
