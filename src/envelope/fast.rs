@@ -64,9 +64,13 @@ pub(super) struct OrdinaryEntry<'a> {
 
 /// Every entry of `body` in order, when the body has the ordinary shape; `None` otherwise.
 pub(super) fn entries(body: &[u8]) -> Option<Vec<OrdinaryEntry<'_>>> {
-    let notifications = match body.iter().find(|b| !b.is_ascii_whitespace())? {
-        b'{' => vec![serde_json::from_slice::<Object<Notification>>(body).ok()?],
-        b'[' => serde_json::from_slice::<Vec<Object<Notification>>>(body).ok()?,
+    // serde_json does not check the UTF-8 of members it skips, and the level-by-level
+    // reading checks it in every member it captures: a body with bytes that are not UTF-8
+    // anywhere is left to it.
+    let body = std::str::from_utf8(body).ok()?;
+    let notifications = match body.bytes().find(|b| !b.is_ascii_whitespace())? {
+        b'{' => vec![serde_json::from_str::<Object<Notification>>(body).ok()?],
+        b'[' => serde_json::from_str::<Vec<Object<Notification>>>(body).ok()?,
         _ => return None,
     };
     if notifications.is_empty() {
