@@ -59,7 +59,6 @@ pub(super) fn conversation_key_by_levels(value: &RawValue) -> Option<Conversatio
     )
 }
 
-/// The key from `metadata` and the first contact, message and status.
 /// The business phone number of a `messages` value, and the record key it gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Conversation {
@@ -69,6 +68,7 @@ pub(super) struct Conversation {
     pub(super) key: String,
 }
 
+/// The conversation from `metadata` and the first contact, message and status.
 fn key_of(
     metadata: Option<&RawValue>,
     [contact, message, status]: [PartyShape<'_>; 3],
