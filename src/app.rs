@@ -79,7 +79,7 @@ impl App {
             }
         }
 
-        let routing = settings.kafka.routing();
+        let routing = settings.routing();
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
         let (publisher, kafka) = match dependencies.publisher {
             Some(publisher) => (publisher, None),

@@ -148,7 +148,11 @@ impl Deliverer {
         records: Vec<Record>,
         deadletter: Option<&'static str>,
     ) -> Result<Pending, PublishError> {
-        let fields: Vec<&'static str> = records.iter().map(|record| record.field).collect();
+        let fields: Vec<&'static str> = records
+            .iter()
+            .filter(|record| record.counts_change)
+            .map(|record| record.field)
+            .collect();
         let publication = self.sink.enqueue(app, records).await?;
         Ok(Pending {
             publication,

@@ -283,6 +283,14 @@ const RECORD_HEADERS: &[&str] = &[
     "wa-entry-id",
     "wa-field",
     "wa-phone-number-id",
+    "wa-item-kind",
+    "wa-message-id",
+    "wa-status",
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_time",
     "content-type",
 ];
 
@@ -315,6 +323,7 @@ fn refused_record(message: &BorrowedMessage<'_>, topic: String, value: &[u8]) ->
         field: crate::routing::field_label(field),
         headers,
         value: value.to_vec(),
+        counts_change: true,
     }
 }
 

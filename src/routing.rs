@@ -64,14 +64,65 @@ pub fn is_legal_topic(topic: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The kinds of item a `messages` change is split into in item mode (DESIGN §6), each
+/// named after the value's array that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    /// An element of `value.messages`.
+    Message,
+    /// An element of `value.statuses`.
+    Status,
+    /// An element of the value's own `errors`.
+    Error,
+}
+
+impl ItemKind {
+    /// Every kind, in the order the arrays are read.
+    pub const ALL: [ItemKind; 3] = [Self::Message, Self::Status, Self::Error];
+
+    /// `message`, `status` or `error`: the envelope's `item_kind`, the `wa-item-kind`
+    /// header and the `messages.{kind}` topic override.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Status => "status",
+            Self::Error => "error",
+        }
+    }
+
+    /// The kind of the value's array `member` (`messages`, `statuses`, `errors`).
+    pub fn of_array(member: &str) -> Option<Self> {
+        match member {
+            "messages" => Some(Self::Message),
+            "statuses" => Some(Self::Status),
+            "errors" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// `routing.split`: what one record holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitBy {
+    /// One record per change.
+    #[default]
+    Change,
+    /// One record per message, status and value-level error of a `messages` change; one
+    /// per change for every other field.
+    Item,
+}
+
 /// The topic layout from `[kafka]`: per-field overrides, the template, and the two fallback
-/// topics.
+/// topics; and what goes into one record (`routing.split`, `kafka.cloudevents`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     template: String,
     overrides: BTreeMap<String, String>,
     unrouted: String,
     deadletter: String,
+    split: SplitBy,
+    cloudevents: bool,
 }
 
 impl Routing {
@@ -87,6 +138,39 @@ impl Routing {
             overrides,
             unrouted: unrouted.into(),
             deadletter: deadletter.into(),
+            split: SplitBy::Change,
+            cloudevents: false,
+        }
+    }
+
+    /// The same layout, splitting as `split` says.
+    pub fn with_split(mut self, split: SplitBy) -> Self {
+        self.split = split;
+        self
+    }
+
+    /// The same layout, with CloudEvents headers on every routed record when `on`.
+    pub fn with_cloudevents(mut self, on: bool) -> Self {
+        self.cloudevents = on;
+        self
+    }
+
+    /// What one record holds.
+    pub fn split(&self) -> SplitBy {
+        self.split
+    }
+
+    /// Whether routed records carry CloudEvents binary-mode headers.
+    pub fn cloudevents(&self) -> bool {
+        self.cloudevents
+    }
+
+    /// The topic of an item of a `messages` change: the `messages.{kind}` override when
+    /// set, else the topic of `messages`.
+    pub fn item_topic(&self, object: Option<&str>, kind: ItemKind) -> String {
+        match self.overrides.get(&format!("messages.{}", kind.as_str())) {
+            Some(topic) => topic.clone(),
+            None => self.topic(object, Some("messages")),
         }
     }
 
@@ -134,7 +218,12 @@ impl Routing {
         let mut fields: Vec<&str> = KNOWN_FIELDS
             .iter()
             .copied()
-            .chain(self.overrides.keys().map(String::as_str))
+            .chain(
+                self.overrides
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|key| !key.contains('.')),
+            )
             .collect();
         fields.sort_unstable();
         fields.dedup();
@@ -143,7 +232,8 @@ impl Routing {
 
     /// Whether `field` is one of [`Routing::known_fields`].
     pub fn knows_field(&self, field: &str) -> bool {
-        KNOWN_FIELDS.contains(&field) || self.overrides.contains_key(field)
+        KNOWN_FIELDS.contains(&field)
+            || (!field.contains('.') && self.overrides.contains_key(field))
     }
 
     /// Every topic this layout can name for the documented fields, plus the two fallbacks:
@@ -194,10 +284,16 @@ impl Routing {
             }
         }
         for (field, topic) in &self.overrides {
-            if !is_routable_name(field) {
-                problems.push(format!(
+            match field.split_once('.') {
+                Some(("messages", kind)) if ItemKind::ALL.iter().any(|k| k.as_str() == kind) => {}
+                Some(_) => problems.push(format!(
+                    "kafka.topics.\"{field}\": only the items of messages have their own \
+                     topics: use \"messages.message\", \"messages.status\" or \"messages.error\""
+                )),
+                None if !is_routable_name(field) => problems.push(format!(
                     "kafka.topics.{field}: {field:?} is not a field name ([a-z0-9_]{{1,100}})"
-                ));
+                )),
+                None => {}
             }
             if !is_legal_topic(topic) {
                 problems.push(format!(

@@ -134,7 +134,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let settings = kafka_settings(args.config.as_deref())?;
     let brokers = resolve_brokers(&settings, args.brokers)?;
     let options = kafka_options(&settings, brokers, Duration::from_secs(30));
-    let routing = settings.kafka.routing();
+    let routing = settings.routing();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -97,7 +97,7 @@ fn drain(
         Duration::ZERO,
     );
     let brokers = options.brokers.clone();
-    let routing = settings.kafka.routing();
+    let routing = settings.routing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

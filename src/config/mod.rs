@@ -53,6 +53,8 @@ pub struct Settings {
     pub apps: BTreeMap<String, AppSettings>,
     /// Brokers, topics and producer properties.
     pub kafka: KafkaSettings,
+    /// What one record holds.
+    pub routing: RoutingSettings,
     /// When a notification is acknowledged to Meta.
     pub delivery: DeliverySettings,
     /// The bounded drain on SIGTERM/SIGINT.
@@ -194,6 +196,8 @@ pub struct KafkaSettings {
     pub topic_partitions: i32,
     /// Replication factor of topics the gateway creates; -1 takes the broker's default.
     pub topic_replication_factor: i32,
+    /// CloudEvents binary-mode headers (`ce_*`) on every routed record.
+    pub cloudevents: bool,
     /// How often librdkafka's statistics (queue, broker RTT and state) are read into
     /// `/metrics`; 0 turns them off.
     pub statistics_interval_ms: u64,
@@ -215,6 +219,7 @@ impl Default for KafkaSettings {
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: -1,
+            cloudevents: false,
             statistics_interval_ms: 15_000,
             embedded_address_file: PathBuf::from("data/embedded-kafka.addr"),
         }
@@ -250,6 +255,24 @@ impl KafkaSettings {
             self.unrouted_topic.clone(),
             self.deadletter_topic.clone(),
         )
+        .with_cloudevents(self.cloudevents)
+    }
+}
+
+/// `[routing]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RoutingSettings {
+    /// `change`: one record per change; `item`: one per message, status and value-level
+    /// error of a `messages` change (DESIGN §6).
+    pub split: crate::routing::SplitBy,
+}
+
+impl Settings {
+    /// The topic layout and record shape the gateway publishes with: `[kafka]`'s topics
+    /// and `cloudevents`, and `[routing]`'s split.
+    pub fn routing(&self) -> crate::routing::Routing {
+        self.kafka.routing().with_split(self.routing.split)
     }
 }
 

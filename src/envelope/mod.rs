@@ -12,9 +12,12 @@
 //!   on the dead-letter topic with [`dead_letter`].
 
 mod fast;
+mod items;
 mod key;
 mod shape;
 
+#[cfg(test)]
+mod item_tests;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +28,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::routing::{Routing, field_label};
+use crate::routing::{ItemKind, Routing, SplitBy, field_label, is_routable_name};
 use key::conversation_key;
 use shape::{ChangeShape, EntryShape, List, parse_notifications, shape, string_text, text};
 
@@ -42,6 +45,9 @@ pub struct Record {
     pub value: Vec<u8>,
     /// The metric label of the change's field (`other` for unknown ones).
     pub field: &'static str,
+    /// True on the first record of a change (the only one outside item mode): what
+    /// `waba_gateway_changes_total` counts.
+    pub counts_change: bool,
 }
 
 impl Record {
@@ -146,7 +152,7 @@ pub fn split(
             received_at,
         );
         for (field, value) in entry.changes {
-            records.push(record(&context, field, value));
+            push_change(&context, field, value, &mut records);
         }
     }
     Ok(records)
@@ -196,6 +202,7 @@ pub fn dead_letter(
         ],
         value: body.to_vec(),
         field: "other",
+        counts_change: false,
     }
 }
 
@@ -209,9 +216,28 @@ struct Envelope<'a> {
     entry_id: Option<&'a RawValue>,
     entry_time: Option<&'a RawValue>,
     field: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_index: Option<usize>,
     #[serde(serialize_with = "rfc3339_millis")]
     received_at: SystemTime,
-    value: &'a RawValue,
+}
+
+impl Envelope<'_> {
+    /// The envelope's JSON with `value` as its last member, written verbatim: the bytes
+    /// of the body, or pieces of them in item mode.
+    fn to_json(&self, value: &str) -> Vec<u8> {
+        let mut json = Vec::with_capacity(value.len() + 320 + self.app.len());
+        serde_json::to_writer(&mut json, self)
+            .expect("an envelope of raw JSON serializes into a Vec");
+        debug_assert_eq!(json.last(), Some(&b'}'));
+        json.pop();
+        json.extend_from_slice(b",\"value\":");
+        json.extend_from_slice(value.as_bytes());
+        json.push(b'}');
+        json
+    }
 }
 
 fn rfc3339_millis<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -273,7 +299,7 @@ fn split_entry<'a>(
         Some(List::Items(changes)) if !changes.is_empty() => changes,
         // An entry without a list of changes is kept whole, as one unrouted record.
         _ => {
-            records.push(record(&context, None, entry));
+            records.push(record(&context, &Field::of(None), entry));
             return;
         }
     };
@@ -282,7 +308,10 @@ fn split_entry<'a>(
             Some(ChangeShape {
                 field,
                 value: Some(value),
-            }) => record(&context, field, value),
+            }) => {
+                push_change(&context, field, value, records);
+                continue;
+            }
             // No value, or not an object: the whole change is the value, on the unrouted topic.
             Some(ChangeShape { field, value: None }) => unrouted_record(&context, field, change),
             None => unrouted_record(&context, None, change),
@@ -291,81 +320,207 @@ fn split_entry<'a>(
     }
 }
 
-/// A change that cannot be routed, kept whole on the unrouted topic.
+/// A change that cannot be routed, kept whole on the unrouted topic, without the
+/// CloudEvents headers of routed records.
 fn unrouted_record(
     context: &EntryContext<'_>,
     field: Option<&RawValue>,
     change: &RawValue,
 ) -> Record {
-    let mut record = record(context, field, change);
+    let mut record = record(context, &Field::of(field), change);
     context.routing.unrouted().clone_into(&mut record.topic);
+    record.headers.retain(|(name, _)| !name.starts_with("ce_"));
     record
 }
 
-fn record(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> Record {
-    let field_text = field.and_then(string_text);
-    let topic = context
-        .routing
-        .topic(context.object_text.as_deref(), field_text.as_deref());
-    let event_id = event_id(context, field, value);
-    let conversation = if field_text.as_deref() == Some("messages") {
+/// A change's `field`, as Meta sent it and as text.
+struct Field<'a> {
+    raw: Option<&'a RawValue>,
+    text: Option<Cow<'a, str>>,
+}
+
+impl<'a> Field<'a> {
+    fn of(raw: Option<&'a RawValue>) -> Self {
+        Self {
+            raw,
+            text: raw.and_then(string_text),
+        }
+    }
+}
+
+/// The record or records of one change: one per item of a `messages` change in item mode
+/// (when it has any), else one.
+fn push_change<'a>(
+    context: &EntryContext<'a>,
+    field: Option<&'a RawValue>,
+    value: &'a RawValue,
+    records: &mut Vec<Record>,
+) {
+    let field = Field::of(field);
+    if context.routing.split() == SplitBy::Item
+        && field.text.as_deref() == Some("messages")
+        && items::push_items(context, &field, value, records)
+    {
+        return;
+    }
+    records.push(record(context, &field, value));
+}
+
+/// The one record of a change.
+fn record(context: &EntryContext<'_>, field: &Field<'_>, value: &RawValue) -> Record {
+    let conversation = if field.text.as_deref() == Some("messages") {
         conversation_key(value)
     } else {
         None
     };
-    let key = match &conversation {
-        Some(conversation) => Some(conversation.key.clone()),
-        None => context.id_text.as_deref().map(str::to_owned),
+    let (key, phone_number_id) = match conversation {
+        Some(conversation) => (Some(conversation.key), Some(conversation.phone_number_id)),
+        None => (context.id_text.as_deref().map(str::to_owned), None),
     };
-
-    let mut envelope = Vec::with_capacity(value.get().len() + 256 + context.app.len());
-    let written = serde_json::to_writer(
-        &mut envelope,
-        &Envelope {
-            event_id: &event_id,
-            app: context.app,
-            object: context.object,
-            entry_id: context.id,
-            entry_time: context.time,
-            field,
-            received_at: context.received_at,
-            value,
+    routed(
+        context,
+        field,
+        value.get(),
+        Parts {
+            topic: context
+                .routing
+                .topic(context.object_text.as_deref(), field.text.as_deref()),
+            key,
+            event_id: event_id(context, field.raw, value, None),
+            phone_number_id,
+            item: None,
+            counts_change: true,
         },
-    );
-    written.expect("an envelope of raw JSON serializes into a Vec");
+    )
+}
 
-    let mut headers = Vec::with_capacity(7);
-    headers.push(("wa-event-id", event_id));
+/// What an item record says about its item (DESIGN §6, item mode).
+struct ItemHead<'a> {
+    kind: ItemKind,
+    index: usize,
+    /// The message's `id`, or the status's: the wamid it reports on.
+    message_id: Option<Cow<'a, str>>,
+    /// A status's `status`.
+    status: Option<Cow<'a, str>>,
+}
+
+/// What a record says beyond what its entry says.
+struct Parts<'a> {
+    topic: String,
+    key: Option<String>,
+    event_id: String,
+    phone_number_id: Option<String>,
+    item: Option<ItemHead<'a>>,
+    counts_change: bool,
+}
+
+/// A record of `value` (a change's value, or an item's value cut from it).
+fn routed(context: &EntryContext<'_>, field: &Field<'_>, value: &str, parts: Parts<'_>) -> Record {
+    let envelope = Envelope {
+        event_id: &parts.event_id,
+        app: context.app,
+        object: context.object,
+        entry_id: context.id,
+        entry_time: context.time,
+        field: field.raw,
+        item_kind: parts.item.as_ref().map(|item| item.kind.as_str()),
+        item_index: parts.item.as_ref().map(|item| item.index),
+        received_at: context.received_at,
+    }
+    .to_json(value);
+
+    let mut headers = Vec::with_capacity(16);
+    headers.push(("wa-event-id", parts.event_id.clone()));
     headers.push(("wa-app", context.app.to_owned()));
     for (name, text) in [
         ("wa-object", context.object_text.as_deref()),
         ("wa-entry-id", context.id_text.as_deref()),
-        ("wa-field", field_text.as_deref()),
+        ("wa-field", field.text.as_deref()),
     ] {
         if let Some(text) = text {
             headers.push((name, text.to_owned()));
         }
     }
     // Consumers serving many business numbers filter on it without parsing (DESIGN §6).
-    if let Some(conversation) = conversation {
-        headers.push(("wa-phone-number-id", conversation.phone_number_id));
+    if let Some(phone_number_id) = parts.phone_number_id {
+        headers.push(("wa-phone-number-id", phone_number_id));
+    }
+    if let Some(item) = &parts.item {
+        headers.push(("wa-item-kind", item.kind.as_str().to_owned()));
+        for (name, text) in [
+            ("wa-message-id", &item.message_id),
+            ("wa-status", &item.status),
+        ] {
+            if let Some(text) = text {
+                headers.push((name, text.clone().into_owned()));
+            }
+        }
+    }
+    let routable = field.text.as_deref().is_some_and(is_routable_name);
+    if context.routing.cloudevents() && routable {
+        push_cloudevents(
+            context,
+            field,
+            parts.item.as_ref(),
+            &parts.event_id,
+            &mut headers,
+        );
     }
     headers.push(("content-type", "application/json".to_owned()));
 
     Record {
-        topic,
-        key,
+        topic: parts.topic,
+        key: parts.key,
         headers,
         value: envelope,
-        field: field_label(field_text.as_deref()),
+        field: field_label(field.text.as_deref()),
+        counts_change: parts.counts_change,
     }
+}
+
+/// The CloudEvents Kafka protocol binding's binary mode: the attributes as `ce_` headers,
+/// the envelope as the event's data (its `content-type` is already there).
+fn push_cloudevents(
+    context: &EntryContext<'_>,
+    field: &Field<'_>,
+    item: Option<&ItemHead<'_>>,
+    event_id: &str,
+    headers: &mut Vec<(&'static str, String)>,
+) {
+    let mut kind = format!("com.whatsapp.{}", field.text.as_deref().unwrap_or_default());
+    if let Some(item) = item {
+        kind.push('.');
+        kind.push_str(item.kind.as_str());
+    }
+    headers.extend([
+        ("ce_specversion", "1.0".to_owned()),
+        ("ce_id", event_id.to_owned()),
+        (
+            "ce_source",
+            format!(
+                "urn:waba-gateway:{}:{}",
+                context.app,
+                context.id_text.as_deref().unwrap_or_default()
+            ),
+        ),
+        ("ce_type", kind),
+        ("ce_time", timestamp(context.received_at)),
+    ]);
 }
 
 /// A deterministic id for a change: SHA-256 over what Meta sent about it (object, entry id,
 /// entry time, field and the value's exact bytes), each part length-prefixed, truncated to
 /// 128 bits. The receiving app is left out on purpose: Meta delivers the same change to
 /// every subscribed app, and consumers should see those copies as duplicates.
-fn event_id(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> String {
+///
+/// An item's id also covers its kind and its position in its array, so that each item of
+/// a change has its own id, the same on every delivery of the change.
+fn event_id(
+    context: &EntryContext<'_>,
+    field: Option<&RawValue>,
+    value: &RawValue,
+    item: Option<(ItemKind, usize)>,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"waba-gateway event v1");
     for part in [context.object, context.id, context.time, field, Some(value)] {
@@ -376,6 +531,11 @@ fn event_id(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawVal
             }
             None => hasher.update(u64::MAX.to_be_bytes()),
         }
+    }
+    if let Some((kind, index)) = item {
+        hasher.update(b"item");
+        hasher.update(kind.as_str().as_bytes());
+        hasher.update((index as u64).to_be_bytes());
     }
     hex::encode(&hasher.finalize()[..16])
 }

@@ -255,5 +255,6 @@ fn refused_record(deadletter_topic: &str, record: Record, reason: &str, detail: 
         headers,
         value: record.value,
         field: record.field,
+        counts_change: record.counts_change,
     }
 }

@@ -8,6 +8,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use waba_gateway::config::KafkaSettings;
 use waba_gateway::envelope::{Record, split_by_levels, to_records};
+use waba_gateway::routing::{Routing, SplitBy};
 
 use crate::helpers::envelope_value_bytes;
 
@@ -21,7 +22,12 @@ fn at(text: &str) -> std::time::SystemTime {
 /// The split of `body`, checked against the level-by-level reference: the same records,
 /// or a dead letter where the reference finds no notification.
 fn split(body: &[u8]) -> waba_gateway::envelope::Split {
-    let routing = KafkaSettings::default().routing();
+    split_with(&KafkaSettings::default().routing(), body)
+}
+
+/// [`split`] with another routing.
+fn split_with(routing: &Routing, body: &[u8]) -> waba_gateway::envelope::Split {
+    let routing = routing.clone();
     let split = to_records(&routing, "default", body, at(AT));
     match split_by_levels(&routing, "default", body, at(AT)) {
         Ok(records) => assert_eq!(split.records, records, "{}", String::from_utf8_lossy(body)),
@@ -198,6 +204,82 @@ fn notification() -> impl Strategy<Value = (String, Vec<Change>)> {
     })
 }
 
+/// A `messages` value with any mix of messages, statuses, errors, contacts and members
+/// the gateway does not know, in any order: its text, and each item as
+/// `(array, text, customer)`.
+fn messages_value() -> impl Strategy<Value = (String, Vec<(&'static str, String, Option<String>)>)>
+{
+    let customer = prop::sample::select(vec!["111", "222", "333"]);
+    let extra = || (json_value(), space());
+    let message = (customer.clone(), 0u32..1000, extra()).prop_map(|(c, n, (x, sp))| {
+        (
+            format!(r#"{{"from":"{c}",{sp}"id":"wamid.M{n}","x":{x}}}"#),
+            Some(c.to_owned()),
+        )
+    });
+    let status = (
+        customer.clone(),
+        0u32..1000,
+        prop::sample::select(vec!["sent", "delivered", "read", "failed"]),
+        extra(),
+    )
+        .prop_map(|(c, n, st, (x, sp))| {
+            (
+                format!(
+                    r#"{{"id":"wamid.S{n}","status":"{st}",{sp}"recipient_id":"{c}","x":{x}}}"#
+                ),
+                Some(c.to_owned()),
+            )
+        });
+    let error = (0u32..200000, json_value())
+        .prop_map(|(code, x)| (format!(r#"{{"code":{code},"x":{x}}}"#), None));
+    let contact =
+        (customer, json_value()).prop_map(|(c, x)| format!(r#"{{"wa_id":"{c}","profile":{x}}}"#));
+    (
+        vec(message, 0..4),
+        vec(status, 0..4),
+        vec(error, 0..3),
+        prop::option::of(vec(contact, 0..4)),
+        vec(json_value(), 0..3),
+        space(),
+    )
+        .prop_flat_map(|(messages, statuses, errors, contacts, unknown, sp)| {
+            let mut members = vec![format!(r#""metadata":{{"phone_number_id":"1065"}}"#)];
+            let mut items = Vec::new();
+            for (name, list) in [
+                ("messages", messages),
+                ("statuses", statuses),
+                ("errors", errors),
+            ] {
+                if list.is_empty() && name != "messages" {
+                    continue;
+                }
+                let texts: Vec<&str> = list.iter().map(|(text, _)| text.as_str()).collect();
+                members.push(format!(
+                    r#""{name}":[{sp}{}]"#,
+                    texts.join(&format!(",{sp}"))
+                ));
+                items.extend(
+                    list.into_iter()
+                        .map(|(text, customer)| (name, text, customer)),
+                );
+            }
+            if let Some(contacts) = contacts {
+                members.push(format!(r#""contacts":[{}]"#, contacts.join(",")));
+            }
+            for (n, value) in unknown.into_iter().enumerate() {
+                members.push(format!(r#""unknown_{n}":{value}"#));
+            }
+            (Just(members).prop_shuffle(), Just(items), Just(sp))
+        })
+        .prop_map(|(members, items, sp)| {
+            (
+                format!("{{{sp}{}{sp}}}", members.join(&format!("{sp},"))),
+                items,
+            )
+        })
+}
+
 fn assert_one_dead_letter(body: &[u8], records: &[Record]) {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].topic, "whatsapp.deadletter");
@@ -248,5 +330,55 @@ proptest! {
         let split = split(short);
         prop_assert!(split.deadletter.is_some(), "{}", String::from_utf8_lossy(short));
         assert_one_dead_letter(short, &split.records);
+    }
+
+    #[test]
+    fn item_mode_gives_every_item_once_cut_from_the_body((value, items) in messages_value()) {
+        let body = format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"9","changes":[{{"field":"messages","value":{value}}}]}}]}}"#
+        );
+        let routing = KafkaSettings::default().routing().with_split(SplitBy::Item);
+        let split = split_with(&routing, body.as_bytes());
+        prop_assert_eq!(split.deadletter, None);
+        if items.is_empty() {
+            prop_assert_eq!(split.records.len(), 1);
+            prop_assert_eq!(envelope_value_bytes(&split.records[0].value), value.as_bytes());
+            return Ok(());
+        }
+        // Records come in the order of the arrays in the value, then of the items.
+        let mut expected = items.clone();
+        expected.sort_by_key(|(array, _, _)| value.find(&format!("\"{array}\"")));
+        prop_assert_eq!(split.records.len(), expected.len());
+        let top: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+            serde_json::from_str(&value).expect("the value is an object");
+        for (record, (array, text, customer)) in split.records.iter().zip(&expected) {
+            let cut: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+                serde_json::from_slice(envelope_value_bytes(&record.value)).expect("an object");
+            // Its own array holds just the item, byte for byte; the other two are gone.
+            prop_assert_eq!(cut[*array].get(), format!("[{text}]"));
+            for other in ["messages", "statuses", "errors"].iter().filter(|a| *a != array) {
+                prop_assert!(!cut.contains_key(*other));
+            }
+            // Every other member is kept, byte for byte: nothing is dropped.
+            for (name, raw) in &top {
+                if ["messages", "statuses", "errors", "contacts"].contains(&name.as_str()) {
+                    continue;
+                }
+                prop_assert_eq!(cut[name].get(), raw.get());
+            }
+            // Contacts are cut down to ones of the body.
+            if let Some(contacts) = cut.get("contacts") {
+                let contacts: Vec<&serde_json::value::RawValue> = serde_json::from_str(contacts.get()).expect("a list");
+                prop_assert!(!contacts.is_empty());
+                for contact in contacts {
+                    prop_assert!(body.contains(contact.get()));
+                }
+            }
+            let key = match customer {
+                Some(customer) => format!("1065:{customer}"),
+                None => "1065".to_owned(),
+            };
+            prop_assert_eq!(record.key.as_deref(), Some(key.as_str()));
+        }
     }
 }
