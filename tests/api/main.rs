@@ -6,6 +6,7 @@ mod binary;
 mod deploy_artifacts;
 mod helpers;
 mod hostile;
+mod items;
 mod kafka;
 mod limits;
 mod logs;
