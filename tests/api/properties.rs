@@ -204,12 +204,11 @@ fn notification() -> impl Strategy<Value = (String, Vec<Change>)> {
     })
 }
 
-/// A `messages` value with any mix of messages, statuses, errors, contacts and members
-/// the gateway does not know, in any order: its text, and each item as
-/// `(array, text, customer)`.
 /// An item of a generated value: its array, its text and its customer.
 type GeneratedItem = (&'static str, String, Option<String>);
 
+/// A `messages` value with any mix of messages, statuses, errors, contacts and members
+/// the gateway does not know, in any order: its text, and each item.
 fn messages_value() -> impl Strategy<Value = (String, Vec<GeneratedItem>)> {
     let customer = prop::sample::select(vec!["111", "222", "333"]);
     let extra = || (json_value(), space());
