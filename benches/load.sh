@@ -17,6 +17,10 @@
 # topics back (examples/readback.rs) and counts the changes of requests answered 200 that
 # are not in Kafka.
 #
+# SPLIT (change) sets `routing.split` ("item": one record per message, status and error);
+# QUICK=1 runs only the ceiling and the two modes under wrk (no open loop, no curve, no
+# 3 MB run), for comparisons such as benches/item-mode.sh.
+#
 # CONNECTIONS (16), SECONDS_PER_RUN (10), BIG_SECONDS (3) set the load. wrk runs one
 # connection per thread, so each answer is counted against the body it answers. Only
 # loopback addresses are used; every run stops by itself.
@@ -28,6 +32,8 @@ big_seconds=${BIG_SECONDS:-3}
 big_connections=50
 curve_seconds=${CURVE_SECONDS:-4}
 plot=${PLOT:-target/bench/latency-vs-rate.svg}
+split=${SPLIT:-change}
+quick=${QUICK:-0}
 secret=bench-secret
 gateway_port=18080
 admin_port=19090
@@ -58,9 +64,19 @@ trap cleanup EXIT
 fixtures=(tests/fixtures/messages_text.json tests/fixtures/messages_status_delivered.json
   tests/fixtures/messages_interactive_button_reply.json tests/fixtures/message_template_status_update.json
   tests/fixtures/messages_two_changes_one_entry.json tests/fixtures/messages_order.json)
-python3 - "$work" "${fixtures[@]}" <<'PY'
+python3 - "$work" "$split" "${fixtures[@]}" <<'PY'
 import json, sys
-work, fixtures = sys.argv[1], sys.argv[2:]
+work, split, fixtures = sys.argv[1], sys.argv[2], sys.argv[3:]
+def records(body):
+    """The records of a body: one per change, or per item of a messages change in item mode."""
+    count = 0
+    for entry in body["entry"]:
+        for change in entry["changes"]:
+            items = 0
+            if split == "item" and change.get("field") == "messages":
+                items = sum(len(change["value"].get(a) or []) for a in ("messages", "statuses", "errors"))
+            count += max(items, 1)
+    return count
 def template(body):
     for entry in body["entry"]:
         entry["id"] = "@UID@"
@@ -69,7 +85,7 @@ with open(f"{work}/manifest", "w") as manifest:
     for i, path in enumerate(fixtures):
         body = json.load(open(path))
         open(f"{work}/template-{i}.json", "w").write(template(body))
-        manifest.write(f"{sum(len(e['changes']) for e in body['entry'])} {work}/template-{i}.json\n")
+        manifest.write(f"{records(body)} {work}/template-{i}.json\n")
 change = json.load(open(fixtures[0]))["entry"][0]["changes"][0]
 changes = []
 for i in range(1000):
@@ -106,6 +122,7 @@ start_broker() {
 start_gateway() {
   rm -rf "$work/spool"
   WABA_GATEWAY__DELIVERY__ACK=$1 \
+  WABA_GATEWAY__ROUTING__SPLIT=$split \
   WABA_GATEWAY__DELIVERY__SPOOL_DIR="$work/spool" \
   WABA_GATEWAY__KAFKA__BROKERS=$brokers \
   WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS=3 \
@@ -184,7 +201,7 @@ measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest" "$connections"
 row[ceiling]=$(measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest" "$connections" "$seconds" ceiling)
 row[ceiling_big]=$(measure "http://127.0.0.1:$ceiling_port/webhook" "$work/manifest-big" $big_connections "$big_seconds" ceiling-big)
 ceiling_rps=$(awk -v r="$(field "${row[ceiling]}" requests)" -v s="$(field "${row[ceiling]}" seconds)" 'BEGIN { printf "%d", r / s }')
-curve "http://127.0.0.1:$ceiling_port/webhook" "$ceiling_rps" ceiling
+[ "$quick" = 1 ] || curve "http://127.0.0.1:$ceiling_port/webhook" "$ceiling_rps" ceiling
 stop_all
 
 declare -A half missing_records
@@ -194,6 +211,7 @@ for mode in kafka spool; do
   measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest" "$connections" 2 $mode-warm >/dev/null
   row[$mode]=$(measure "http://127.0.0.1:$gateway_port/webhook" "$work/manifest" "$connections" "$seconds" $mode)
   missing_records[$mode]=$(missing "$work/manifest" $mode-warm $mode)
+  if [ "$quick" = 1 ]; then stop_all; continue; fi
   rps=$(awk -v r="$(field "${row[$mode]}" requests)" -v s="$(field "${row[$mode]}" seconds)" 'BEGIN { printf "%d", r / s }')
   half[$mode]="$((rps / 2)) $(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret "$connections" "$seconds" $((rps / 2)) "${fixtures[@]}")"
   curve "http://127.0.0.1:$gateway_port/webhook" "$rps" "gateway-$mode"
@@ -205,8 +223,10 @@ for mode in kafka spool; do
   missing_records[${mode}_big]=$(missing "$work/manifest-big" $mode-big)
   stop_all
 done
-mkdir -p "$(dirname "$plot")"
-python3 benches/load/plot.py "$work/curve" "$plot"
+if [ "$quick" != 1 ]; then
+  mkdir -p "$(dirname "$plot")"
+  python3 benches/load/plot.py "$work/curve" "$plot"
+fi
 
 report() { # name, row, ceiling row, missing
   local r=$2 c=$3
@@ -222,12 +242,17 @@ report() { # name, row, ceiling row, missing
         rps / crps, cpu / ccpu, rss / crss }'
 }
 echo
-echo "waba-gateway load: $(nproc) cores, wrk $connections connections x ${seconds}s, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "waba-gateway load: $(nproc) cores, wrk $connections connections x ${seconds}s, split $split, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-14s %8s %8s %8s %8s %9s %9s %7s %7s %8s | %7s %7s %7s\n' server rps "p50 ms" "p99 ms" "p99.9 ms" \
   "cpu us/r" "rss MB" non2xx errors missing "rps/c" "cpu/c" "rss/c"
 report ceiling "${row[ceiling]}" "${row[ceiling]}" -
 report "gateway kafka" "${row[kafka]}" "${row[ceiling]}" "${missing_records[kafka]}"
 report "gateway spool" "${row[spool]}" "${row[ceiling]}" "${missing_records[spool]}"
+if [ "$quick" = 1 ]; then
+  echo
+  echo "missing: records of requests answered 200 not found in Kafka, read back by event_id."
+  exit 0
+fi
 echo
 echo "half the maximum rate, open loop ($connections connections, ${seconds}s):"
 for mode in kafka spool; do

@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gateway=${1:-target/debug/waba-gateway}
-venv="${WABA_GATEWAY_TOOLS:-$HOME/.cache/waba-gateway/tools}/validate-venv"
 kube_version=1.30.0
 
 missing=()
@@ -22,12 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/check-jsonschema" ] \
-   || ! "$venv/bin/python" -c 'import helm_python, dockerfile_parse' 2>/dev/null; then
-  echo "installing the Python validators into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q helm-python-sdk kubernetes-validate check-jsonschema dockerfile-parse
-fi
+venv=$(bash tests/tools/install-validators.sh | tail -n 1)
 
 step() { echo "== $*"; }
 
@@ -166,6 +160,28 @@ assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "Pro
 yaml.safe_dump(rule["spec"], open(sys.argv[2], "w"))
 ' "$out/everything/waba-gateway_templates_prometheusrule.yaml" "$out/rules-from-chart.yml"
 promtool check rules "$out/rules-from-chart.yml"
+
+step "Strimzi KafkaTopic example: what topics apply generates, and well-formed"
+"$gateway" topics apply --dry-run --output strimzi --strimzi-cluster kafka --replication-factor 3 \
+  --partitions 6 | cmp - deploy/strimzi/kafka-topics.yaml
+"$venv/bin/python" - deploy/strimzi/kafka-topics.yaml <<'PY'
+import re, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+names = set()
+for doc in docs:
+    assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2" and doc["kind"] == "KafkaTopic", doc
+    name = doc["metadata"]["name"]
+    # A Kubernetes resource name: RFC 1123 subdomain.
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 253, name
+    assert name not in names, f"{name} twice"
+    names.add(name)
+    assert doc["metadata"]["labels"]["strimzi.io/cluster"] == "kafka"
+    spec = doc["spec"]
+    assert re.fullmatch(r"[a-zA-Z0-9._-]{1,249}", spec["topicName"]), spec
+    assert spec["partitions"] >= 1 and spec["replicas"] >= 1
+    assert int(spec["config"]["max.message.bytes"]) >= 4 * 1024 * 1024
+print(f"  {len(docs)} KafkaTopic resources")
+PY
 
 step "The configuration the chart renders loads in the gateway"
 # A certificate to stand in for the Secrets the chart mounts (TLS, Meta's CA, Kafka's).

@@ -28,3 +28,4 @@ pub mod spool;
 pub mod tail;
 pub mod telemetry;
 pub mod tls;
+pub mod topics;

@@ -734,3 +734,79 @@ async fn replicas_under_faults_lose_no_acknowledged_notification() {
         assert_eq!(gateway.signal("TERM").code(), Some(0));
     }
 }
+
+/// Runs `waba-gateway topics ARGS` against `brokers` with an item topic override; returns
+/// its exit code and standard output.
+fn topics(brokers: &str, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[server]\nmax_body_bytes = 5000000\n[kafka.topics]\n\"messages.status\" = \"wa.statuses\"\n",
+    )
+    .expect("written");
+    let output = binary()
+        .arg("topics")
+        .args(args)
+        .args(["--brokers", brokers, "--partitions", "2", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!(
+        "topics {args:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().expect("exited"), stdout)
+}
+
+#[test]
+fn topics_check_fails_on_a_fresh_broker_apply_creates_every_topic_then_check_passes() {
+    let Some(broker) = Tansu::start() else { return };
+    let (code, out) = topics(&broker.address, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("✗ whatsapp.messages: missing"), "{out}");
+    assert!(out.contains("✗ wa.statuses: missing"), "{out}");
+    assert!(out.contains("✗ whatsapp.deadletter: missing"), "{out}");
+
+    let (code, out) = topics(&broker.address, &["apply"]);
+    assert_eq!(code, 0, "{out}");
+    let created = out.lines().filter(|l| l.starts_with("created ")).count();
+    assert!(created >= 27, "{created} created:\n{out}");
+    for topic in [
+        "whatsapp.messages",
+        "wa.statuses",
+        "whatsapp.message_template_status_update",
+        "whatsapp.phone_number_quality_update",
+        "whatsapp.account_update",
+        "whatsapp.unrouted",
+        "whatsapp.deadletter",
+    ] {
+        assert_eq!(partitions(&broker.address, topic), 2, "{topic}");
+        // The broker itself reports max.message.bytes above the largest body.
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("✓ {topic}:")))
+            .unwrap_or_else(|| panic!("{topic} not checked:\n{out}"));
+        let max: u64 = line
+            .split("max.message.bytes=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(max > 5_000_000, "{line}");
+    }
+
+    let (code, out) = topics(&broker.address, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("all {created} topics are there as wanted")),
+        "{out}"
+    );
+    let (code, out) = topics(&broker.address, &["apply"]);
+    assert_eq!(
+        (code, out.contains("created ")),
+        (0, false),
+        "a second apply creates nothing: {out}"
+    );
+}

@@ -38,6 +38,10 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo build --locked --release --bin waba-gateway
 WABA_GATEWAY_BINARY=$PWD/target/release/waba-gateway cargo test --locked
 
+# The JSON Schemas of the records against every record of the fixtures and Meta's
+# payloads (check-jsonschema, installed into a cached virtualenv).
+bash tests/schemas.sh
+
 # The fuzz targets, briefly: they build, and a short run finds nothing (see fuzz/run.sh
 # for longer runs).
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash fuzz/run.sh

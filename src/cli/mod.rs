@@ -7,6 +7,7 @@
 mod readers;
 mod spool;
 mod subscriptions;
+mod topics;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -105,6 +106,12 @@ enum Command {
         #[command(subcommand)]
         action: spool::SpoolAction,
     },
+    /// Create or check the topics the gateway writes to, with the partitions, replication
+    /// and max.message.bytes it needs.
+    Topics {
+        #[command(subcommand)]
+        action: topics::TopicsAction,
+    },
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   waba-gateway completions bash > /etc/bash_completion.d/waba-gateway
@@ -163,6 +170,7 @@ pub fn main() -> ExitCode {
         } => readers::tail(config, fields, brokers, from, exit, max_records),
         Command::Replay(args) => readers::replay(args),
         Command::Spool { action } => spool::run(action),
+        Command::Topics { action } => topics::run(action),
         Command::Completions { shell } => completions(shell),
         Command::Subscriptions { action } => subscriptions::run(action),
     };

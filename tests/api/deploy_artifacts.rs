@@ -121,3 +121,38 @@ fn every_alert_has_a_runbook_section() {
         );
     }
 }
+
+#[test]
+fn the_strimzi_topics_example_is_what_topics_apply_generates() {
+    let output = crate::helpers::binary()
+        .args([
+            "topics",
+            "apply",
+            "--dry-run",
+            "--output",
+            "strimzi",
+            "--strimzi-cluster",
+            "kafka",
+            "--replication-factor",
+            "3",
+            "--partitions",
+            "6",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let generated = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(
+        read("deploy/strimzi/kafka-topics.yaml"),
+        generated,
+        "regenerate it: waba-gateway topics apply --dry-run --output strimzi \
+         --strimzi-cluster kafka --replication-factor 3 --partitions 6 \
+         > deploy/strimzi/kafka-topics.yaml"
+    );
+    assert!(generated.contains("topicName: whatsapp.messages\n"));
+    assert!(generated.contains("topicName: whatsapp.deadletter\n"));
+}

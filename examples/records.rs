@@ -1,0 +1,53 @@
+//! Writes the records the gateway makes of notification bodies, for checking them with
+//! other tools (tests/schemas.sh validates them against schemas/envelope.schema.json).
+//!
+//! cargo run --example records -- OUT_DIR BODY.json...
+//!
+//! Each body is split as the gateway splits it (the default topics, app `default`), once
+//! in change mode and once in item mode with CloudEvents headers; the value of every
+//! record that is not a dead letter is written to OUT_DIR as `<n>.json`. The path of each
+//! body that is not a notification (kept whole as a dead letter) is printed as
+//! `deadletter <path>`, and a last line gives the counts.
+
+#![allow(clippy::print_stdout)] // printing the results is its job
+
+use std::time::SystemTime;
+
+use waba_gateway::config::KafkaSettings;
+use waba_gateway::envelope::to_records;
+use waba_gateway::routing::SplitBy;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let out = std::path::PathBuf::from(
+        args.next()
+            .ok_or_else(|| anyhow::anyhow!("usage: records OUT_DIR BODY.json..."))?,
+    );
+    std::fs::create_dir_all(&out)?;
+    let change = KafkaSettings::default().routing();
+    let item = change
+        .clone()
+        .with_split(SplitBy::Item)
+        .with_cloudevents(true);
+    let (mut bodies, mut written, mut dead) = (0, 0, 0);
+    for path in args {
+        let body = std::fs::read(&path)?;
+        bodies += 1;
+        for routing in [&change, &item] {
+            let split = to_records(routing, "default", &body, SystemTime::now());
+            if split.deadletter.is_some() {
+                if std::ptr::eq(routing, &change) {
+                    println!("deadletter {}", path.to_string_lossy());
+                    dead += 1;
+                }
+                continue;
+            }
+            for record in split.records {
+                written += 1;
+                std::fs::write(out.join(format!("{written}.json")), &record.value)?;
+            }
+        }
+    }
+    println!("bodies={bodies} records={written} deadletters={dead}");
+    Ok(())
+}
