@@ -17,7 +17,7 @@ for round in $(seq "$rounds"); do
     echo "round $round, split $split" >&2
     SPLIT=$split QUICK=1 bash benches/load.sh >"$out.run"
     cat "$out.run"
-    awk -v split="$split" '$1 == "gateway" { print split, $2, $3, $7, $11 }' "$out.run" >>"$out"
+    awk -v splitting="$split" '$1 == "gateway" { print splitting, $2, $3, $7, $11 }' "$out.run" >>"$out"
   done
 done
 echo

@@ -17,6 +17,7 @@
 # topics back (examples/readback.rs) and counts the changes of requests answered 200 that
 # are not in Kafka.
 #
+# COMPRESSION sets the producer's compression.type (default: the gateway's own);
 # SPLIT (change) sets `routing.split` ("item": one record per message, status and error);
 # QUICK=1 runs only the ceiling and the two modes under wrk (no open loop, no curve, no
 # 3 MB run), for comparisons such as benches/item-mode.sh.
@@ -33,6 +34,7 @@ big_connections=50
 curve_seconds=${CURVE_SECONDS:-4}
 plot=${PLOT:-target/bench/latency-vs-rate.svg}
 split=${SPLIT:-change}
+compression=${COMPRESSION:-}
 quick=${QUICK:-0}
 secret=bench-secret
 gateway_port=18080
@@ -121,6 +123,9 @@ start_broker() {
 # Starts the gateway in ack mode $1 on a fresh spool; sets $server.
 start_gateway() {
   rm -rf "$work/spool"
+  local codec=()
+  [ -z "$compression" ] || codec=("WABA_GATEWAY__KAFKA__LIBRDKAFKA__COMPRESSION_TYPE=$compression")
+  env "${codec[@]}" \
   WABA_GATEWAY__DELIVERY__ACK=$1 \
   WABA_GATEWAY__ROUTING__SPLIT=$split \
   WABA_GATEWAY__DELIVERY__SPOOL_DIR="$work/spool" \
@@ -242,7 +247,7 @@ report() { # name, row, ceiling row, missing
         rps / crps, cpu / ccpu, rss / crss }'
 }
 echo
-echo "waba-gateway load: $(nproc) cores, wrk $connections connections x ${seconds}s, split $split, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "waba-gateway load: $(nproc) cores, wrk $connections connections x ${seconds}s, split $split, compression ${compression:-default}, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-14s %8s %8s %8s %8s %9s %9s %7s %7s %8s | %7s %7s %7s\n' server rps "p50 ms" "p99 ms" "p99.9 ms" \
   "cpu us/r" "rss MB" non2xx errors missing "rps/c" "cpu/c" "rss/c"
 report ceiling "${row[ceiling]}" "${row[ceiling]}" -

@@ -810,3 +810,254 @@ fn topics_check_fails_on_a_fresh_broker_apply_creates_every_topic_then_check_pas
         "a second apply creates nothing: {out}"
     );
 }
+
+/// A notification of one status of `wamid` for customer `recipient`.
+fn status_notification(wamid: &str, status: &str, timestamp: u64, recipient: &str) -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"106540352242922"}},"statuses":[{{"id":"{wamid}","status":"{status}","timestamp":"{timestamp}","recipient_id":"{recipient}"}}]}},"field":"messages"}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// A tool the consumer-kit tests need, from the variable tests/run.sh sets; `None` (and
+/// SKIPPED said) without it.
+fn kit_tool(variable: &str) -> Option<String> {
+    let value = std::env::var(variable).ok();
+    if value.is_none() {
+        eprintln!(
+            "SKIPPED: {variable} is not set (tests/run.sh installs the consumer kit's tools and sets it)"
+        );
+    }
+    value
+}
+
+/// Runs a consumer of the kit (`program` and its first arguments) in group `group` until
+/// it is idle for 4 s; returns its standard output and standard error lines as JSON.
+fn run_consumer(
+    program: &[String],
+    brokers: &str,
+    group: &str,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let output = Command::new(&program[0])
+        .args(&program[1..])
+        .args(["--bootstrap-servers", brokers, "--group", group])
+        .args(["--topic", "whatsapp.messages", "--exit-after-idle", "4"])
+        .output()
+        .expect("the consumer runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{program:?}: {stderr}");
+    let lines = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .filter(|line| line.starts_with('{'))
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+            .collect()
+    };
+    (
+        lines(&String::from_utf8_lossy(&output.stdout)),
+        lines(&stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_and_python_consumers_print_each_event_once_and_refuse_downgrades() {
+    let (Some(rust), Some(python)) = (
+        kit_tool("WABA_GATEWAY_CONSUMER"),
+        kit_tool("WABA_GATEWAY_PYTHON"),
+    ) else {
+        return;
+    };
+    let Some(broker) = Tansu::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let mut env = gateway_env(&broker.address, "kafka", spool.to_str().expect("utf-8"));
+    env.push(("WABA_GATEWAY__ROUTING__SPLIT", "item"));
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    gateway.wait_ready().await;
+
+    let text = fixture("messages_text.json");
+    let sent = [
+        // Meta's retry: the same notification twice.
+        text.clone(),
+        text,
+        // One message's statuses, arriving out of order; failed wins over all.
+        status_notification("wamid.X", "read", 1_750_263_775, "16505551111"),
+        status_notification("wamid.X", "delivered", 1_750_263_774, "16505551111"),
+        status_notification("wamid.X", "sent", 1_750_263_773, "16505551111"),
+        status_notification("wamid.X", "failed", 1_750_263_776, "16505551111"),
+        status_notification("wamid.Y", "delivered", 1_750_263_777, "16505552222"),
+    ];
+    for body in &sent {
+        let answer = post(
+            &gateway.url(),
+            body,
+            &[("x-hub-signature-256", &sign(SECRET, body))],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+
+    let consumers = [
+        ("rust", vec![rust]),
+        (
+            "python",
+            vec![
+                python,
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/consumer.py").to_owned(),
+            ],
+        ),
+    ];
+    for (name, program) in consumers {
+        let group = format!("kit-{name}");
+        let address = broker.address.clone();
+        let (printed, dropped) = tokio::task::spawn_blocking({
+            let (program, group) = (program.clone(), group.clone());
+            move || run_consumer(&program, &address, &group)
+        })
+        .await
+        .expect("ran");
+        let events: Vec<(Option<&str>, Option<&str>)> = printed
+            .iter()
+            .map(|e| (e["message_id"].as_str(), e["status"].as_str()))
+            .collect();
+        assert_eq!(printed.len(), 4, "{name}: {printed:#?}");
+        let ids: BTreeSet<&str> = printed
+            .iter()
+            .filter_map(|e| e["event_id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), 4, "{name}: each event once");
+        for expected in [
+            (Some("wamid.X"), Some("read")),
+            (Some("wamid.X"), Some("failed")),
+            (Some("wamid.Y"), Some("delivered")),
+        ] {
+            assert!(
+                events.contains(&expected),
+                "{name}: {expected:?} not in {events:?}"
+            );
+        }
+        // A set: a record the broker serves twice is one more duplicate, dropped too.
+        let reasons: BTreeSet<(&str, Option<&str>)> = dropped
+            .iter()
+            .filter_map(|d| Some((d["dropped"].as_str()?, d["status"].as_str())))
+            .collect();
+        assert_eq!(
+            reasons,
+            BTreeSet::from([
+                ("duplicate", None),
+                ("status_downgrade", Some("delivered")),
+                ("status_downgrade", Some("sent"))
+            ]),
+            "{name}: {dropped:#?}"
+        );
+        // Offsets were committed after processing: the group's next run reads nothing.
+        let address = broker.address.clone();
+        let (again, _) =
+            tokio::task::spawn_blocking(move || run_consumer(&program, &address, &group))
+                .await
+                .expect("ran");
+        assert!(
+            again.is_empty(),
+            "{name}: read again after committing: {again:#?}"
+        );
+    }
+    assert_eq!(gateway.signal("TERM").code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_with_its_default_settings_reads_every_record_headers_included() {
+    let Some(node_modules) = kit_tool("WABA_GATEWAY_KAFKAJS") else {
+        return;
+    };
+    let Some(broker) = Tansu::start() else { return };
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let mut env = gateway_env(&broker.address, "kafka", spool.to_str().expect("utf-8"));
+    env.push(("WABA_GATEWAY__KAFKA__CLOUDEVENTS", "true"));
+    let gateway = GatewayProcess::start(dir.path(), &env);
+    gateway.wait_ready().await;
+
+    // Every fixture of the project: every field, several changes, unrouted changes.
+    let routing = waba_gateway::config::KafkaSettings::default().routing();
+    let mut expected = Vec::new();
+    let mut topics = BTreeSet::new();
+    let fixtures = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+        .expect("fixtures");
+    for path in fixtures.map(|e| e.expect("entry").path()) {
+        if path.extension().is_none_or(|e| e != "json") || path.ends_with("expected.json") {
+            continue;
+        }
+        let body = std::fs::read(&path).expect("readable");
+        let split = waba_gateway::envelope::to_records(
+            &routing,
+            "default",
+            &body,
+            std::time::SystemTime::now(),
+        );
+        for record in &split.records {
+            expected.push(
+                record
+                    .header("wa-event-id")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("dead letter on {}", record.topic)),
+            );
+            topics.insert(record.topic.clone());
+        }
+        let answer = post(
+            &gateway.url(),
+            &body,
+            &[("x-hub-signature-256", &sign(SECRET, &body))],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}: {}", path.display(), answer.text());
+    }
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/kafkajs-read.js");
+    let output = Command::new("node")
+        .arg(script)
+        .arg(&broker.address)
+        .arg(expected.len().to_string())
+        .args(&topics)
+        .env("NODE_PATH", &node_modules)
+        .env("SECONDS_LIMIT", "60")
+        .output()
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kafkajs could not read the records: {stderr}"
+    );
+    let mut read = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let headers = &record["headers"];
+        match headers["wa-event-id"].as_str() {
+            Some(event_id) => {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(record["value"].as_str().expect("text"))
+                        .expect("kafkajs reads the envelope as JSON");
+                assert_eq!(envelope["event_id"], event_id);
+                assert_eq!(headers["wa-app"], "default");
+                assert_eq!(headers["content-type"], "application/json");
+                if record["topic"] != "whatsapp.unrouted" {
+                    assert_eq!(headers["ce_id"], event_id, "{record}");
+                }
+                read.push(event_id.to_owned());
+            }
+            None => {
+                read.push(format!(
+                    "dead letter on {}",
+                    record["topic"].as_str().expect("topic")
+                ));
+            }
+        }
+    }
+    read.sort();
+    expected.sort();
+    assert_eq!(read, expected, "every record, read by kafkajs");
+    eprintln!(
+        "kafkajs read {} records from {} topics",
+        read.len(),
+        topics.len()
+    );
+    assert_eq!(gateway.signal("TERM").code(), Some(0));
+}

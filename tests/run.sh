@@ -32,10 +32,19 @@ fi
 WABA_GATEWAY_TANSU=$(bash tests/tools/install-tansu.sh | tail -n 1)
 export WABA_GATEWAY_TANSU
 
+# The consumer kit's tests read the gateway's records with kafkajs (Node) and with the
+# Python consumer (confluent-kafka): both installed once, then cached.
+kit=$(bash tests/tools/install-consumer-kit.sh)
+WABA_GATEWAY_KAFKAJS=$(sed -n 's/^kafkajs=//p' <<<"$kit")
+WABA_GATEWAY_PYTHON=$(sed -n 's/^python=//p' <<<"$kit")
+export WABA_GATEWAY_KAFKAJS WABA_GATEWAY_PYTHON
+
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-# The black-box and end-to-end tests run the release binary, the one that ships.
-cargo build --locked --release --bin waba-gateway
+# The black-box and end-to-end tests run the release binary, the one that ships, and the
+# consumer kit's Rust consumer.
+cargo build --locked --release --bin waba-gateway --example consumer
+export WABA_GATEWAY_CONSUMER=$PWD/target/release/examples/consumer
 WABA_GATEWAY_BINARY=$PWD/target/release/waba-gateway cargo test --locked
 
 # The JSON Schemas of the records against every record of the fixtures and Meta's
