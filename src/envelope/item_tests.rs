@@ -373,3 +373,24 @@ fn raw_items<'a>(body: &'a str, array: &str) -> Vec<&'a str> {
     }
     found
 }
+
+#[test]
+fn every_other_member_named_like_an_item_array_is_left_out_of_an_item() {
+    // A second `statuses` and an `errors` that is not a list: neither is the item's.
+    let value = r#"{"metadata":{"phone_number_id":"1"},"statuses":[{"id":"s","status":"sent","recipient_id":"2"}],"errors":"not a list","statuses":[{"id":"t","status":"read","recipient_id":"3"}],"kept":1}"#;
+    let records = split_items(&items(&[]), &change(value));
+    assert_eq!(records.len(), 2);
+    for (record, item) in records.iter().zip([
+        r#"{"id":"s","status":"sent","recipient_id":"2"}"#,
+        r#"{"id":"t","status":"read","recipient_id":"3"}"#,
+    ]) {
+        assert!(
+            record.value.ends_with(
+                format!(r#""value":{{"metadata":{{"phone_number_id":"1"}},"statuses":[{item}],"kept":1}}}}"#)
+                    .as_bytes()
+            ),
+            "{}",
+            String::from_utf8_lossy(&record.value)
+        );
+    }
+}

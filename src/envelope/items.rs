@@ -80,7 +80,7 @@ pub(super) fn push_items<'a>(
                     of_customer(contacts, customer.as_deref(), user.as_deref()),
                 )
             });
-            let item_value = cut(&value_members, &arrays, (*position, item), own_contacts);
+            let item_value = cut(&value_members, (*position, item), own_contacts);
             let key = match (&phone_number_id, customer.as_ref().or(user.as_ref())) {
                 (Some(phone), Some(customer)) => Some(format!("{phone}:{customer}")),
                 (Some(phone), None) => Some(phone.clone().into_owned()),
@@ -154,12 +154,11 @@ fn of_customer<'a>(
     }
 }
 
-/// The item's value: the members of `value` in order, the item's own array holding just
-/// `item`, the other item arrays left out, `contacts` (at `contacts.0`) holding the item's
-/// contacts or left out when it has none.
+/// The item's value: the members of `value` in order, the item's own array (at `own`)
+/// holding just `item`, every other `messages`, `statuses` or `errors` member left out,
+/// `contacts` (at `contacts.0`) holding the item's contacts or left out when it has none.
 fn cut(
     value: &[(Name<'_>, &RawValue)],
-    arrays: &[(usize, ItemKind, Vec<&RawValue>)],
     (own, item): (usize, &RawValue),
     contacts: Option<(usize, Vec<&RawValue>)>,
 ) -> String {
@@ -174,7 +173,7 @@ fn cut(
                 }
                 contacts.clone()
             }
-            _ if arrays.iter().any(|(at, _, _)| *at == position) => continue,
+            _ if ItemKind::of_array(name.as_str()).is_some() => continue,
             _ => {
                 push_member(&mut json, name, raw.get());
                 continue;
