@@ -13,8 +13,9 @@ use serde::de::{self, Deserialize, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::key::MetadataShape;
+use super::record::{Field, ItemHead, Parts, routed};
 use super::shape::{List, Raw, members, shape, text};
-use super::{EntryContext, Field, ItemHead, Parts, Record, event_id, routed};
+use super::{EntryContext, Record, event_id};
 use crate::routing::ItemKind;
 
 members! {

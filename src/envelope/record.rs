@@ -1,0 +1,184 @@
+//! A routed record from its parts: the envelope written around a value's bytes, and the
+//! headers (DESIGN §6), CloudEvents ones included.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::shape::string_text;
+use super::{EntryContext, Record, timestamp};
+use crate::routing::{ItemKind, field_label, is_routable_name};
+
+/// The value of a routed record (DESIGN §6). The raw members are written verbatim: the
+/// bytes Meta sent, never re-serialised; a member Meta did not send is `null`.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    event_id: &'a str,
+    app: &'a str,
+    object: Option<&'a RawValue>,
+    entry_id: Option<&'a RawValue>,
+    entry_time: Option<&'a RawValue>,
+    field: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_index: Option<usize>,
+    #[serde(serialize_with = "rfc3339_millis")]
+    received_at: SystemTime,
+}
+
+impl Envelope<'_> {
+    /// The envelope's JSON with `value` as its last member, written verbatim: the bytes
+    /// of the body, or pieces of them in item mode.
+    fn to_json(&self, value: &str) -> Vec<u8> {
+        let mut json = Vec::with_capacity(value.len() + 320 + self.app.len());
+        serde_json::to_writer(&mut json, self)
+            .expect("an envelope of raw JSON serializes into a Vec");
+        debug_assert_eq!(json.last(), Some(&b'}'));
+        json.pop();
+        json.extend_from_slice(b",\"value\":");
+        json.extend_from_slice(value.as_bytes());
+        json.push(b'}');
+        json
+    }
+}
+
+fn rfc3339_millis<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
+}
+
+/// A change's `field`, as Meta sent it and as text.
+pub(super) struct Field<'a> {
+    pub(super) raw: Option<&'a RawValue>,
+    pub(super) text: Option<Cow<'a, str>>,
+}
+
+impl<'a> Field<'a> {
+    pub(super) fn of(raw: Option<&'a RawValue>) -> Self {
+        Self {
+            raw,
+            text: raw.and_then(string_text),
+        }
+    }
+}
+
+/// What an item record says about its item (DESIGN §6, item mode).
+pub(super) struct ItemHead<'a> {
+    pub(super) kind: ItemKind,
+    pub(super) index: usize,
+    /// The message's `id`, or the status's: the wamid it reports on.
+    pub(super) message_id: Option<Cow<'a, str>>,
+    /// A status's `status`.
+    pub(super) status: Option<Cow<'a, str>>,
+}
+
+/// What a record says beyond what its entry says.
+pub(super) struct Parts<'a> {
+    pub(super) topic: String,
+    pub(super) key: Option<String>,
+    pub(super) event_id: String,
+    pub(super) phone_number_id: Option<String>,
+    pub(super) item: Option<ItemHead<'a>>,
+    pub(super) counts_change: bool,
+}
+
+/// A record of `value` (a change's value, or an item's value cut from it).
+pub(super) fn routed(
+    context: &EntryContext<'_>,
+    field: &Field<'_>,
+    value: &str,
+    parts: Parts<'_>,
+) -> Record {
+    let envelope = Envelope {
+        event_id: &parts.event_id,
+        app: context.app,
+        object: context.object,
+        entry_id: context.id,
+        entry_time: context.time,
+        field: field.raw,
+        item_kind: parts.item.as_ref().map(|item| item.kind.as_str()),
+        item_index: parts.item.as_ref().map(|item| item.index),
+        received_at: context.received_at,
+    }
+    .to_json(value);
+
+    let mut headers = Vec::with_capacity(16);
+    headers.push(("wa-event-id", parts.event_id.clone()));
+    headers.push(("wa-app", context.app.to_owned()));
+    for (name, text) in [
+        ("wa-object", context.object_text.as_deref()),
+        ("wa-entry-id", context.id_text.as_deref()),
+        ("wa-field", field.text.as_deref()),
+    ] {
+        if let Some(text) = text {
+            headers.push((name, text.to_owned()));
+        }
+    }
+    // Consumers serving many business numbers filter on it without parsing (DESIGN §6).
+    if let Some(phone_number_id) = parts.phone_number_id {
+        headers.push(("wa-phone-number-id", phone_number_id));
+    }
+    if let Some(item) = &parts.item {
+        headers.push(("wa-item-kind", item.kind.as_str().to_owned()));
+        for (name, text) in [
+            ("wa-message-id", &item.message_id),
+            ("wa-status", &item.status),
+        ] {
+            if let Some(text) = text {
+                headers.push((name, text.clone().into_owned()));
+            }
+        }
+    }
+    let routable = field.text.as_deref().is_some_and(is_routable_name);
+    if context.routing.cloudevents() && routable {
+        push_cloudevents(
+            context,
+            field,
+            parts.item.as_ref(),
+            &parts.event_id,
+            &mut headers,
+        );
+    }
+    headers.push(("content-type", "application/json".to_owned()));
+
+    Record {
+        topic: parts.topic,
+        key: parts.key,
+        headers,
+        value: envelope,
+        field: field_label(field.text.as_deref()),
+        counts_change: parts.counts_change,
+    }
+}
+
+/// The CloudEvents Kafka protocol binding's binary mode: the attributes as `ce_` headers,
+/// the envelope as the event's data (its `content-type` is already there).
+fn push_cloudevents(
+    context: &EntryContext<'_>,
+    field: &Field<'_>,
+    item: Option<&ItemHead<'_>>,
+    event_id: &str,
+    headers: &mut Vec<(&'static str, String)>,
+) {
+    let mut kind = format!("com.whatsapp.{}", field.text.as_deref().unwrap_or_default());
+    if let Some(item) = item {
+        kind.push('.');
+        kind.push_str(item.kind.as_str());
+    }
+    headers.extend([
+        ("ce_specversion", "1.0".to_owned()),
+        ("ce_id", event_id.to_owned()),
+        (
+            "ce_source",
+            format!(
+                "urn:waba-gateway:{}:{}",
+                context.app,
+                context.id_text.as_deref().unwrap_or_default()
+            ),
+        ),
+        ("ce_type", kind),
+        ("ce_time", timestamp(context.received_at)),
+    ]);
+}
