@@ -102,7 +102,7 @@ impl ItemKind {
 }
 
 /// `routing.split`: what one record holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SplitBy {
     /// One record per change.

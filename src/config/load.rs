@@ -8,7 +8,10 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 use super::unknown::{Sources, unknown_keys};
-use super::{AppSettings, ConfigError, DEMO_SECRET, DEMO_VERIFY_TOKEN, Settings};
+use super::{
+    AckMode, AppSettings, ConfigError, DEMO_SECRET, DEMO_VERIFY_TOKEN, LogFormat, Settings,
+};
+use crate::routing::SplitBy;
 
 impl Settings {
     /// Loads defaults, then `file`, then the `WABA_GATEWAY__*` variables of `env`, reads
@@ -259,4 +262,56 @@ pub(super) fn secret_list<'de, D: Deserializer<'de>>(
         .into_iter()
         .map(SecretString::from)
         .collect())
+}
+
+/// Reads one of `choices` by name, or says which names there are (rather than serde's
+/// "unknown variant" or the config crate's "enum … does not have variant constructor").
+fn one_of<'de, D, T>(deserializer: D, choices: &[(&str, T)]) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Copy,
+{
+    let name = String::deserialize(deserializer)?;
+    choices
+        .iter()
+        .find(|(choice, _)| *choice == name)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices
+                .iter()
+                .map(|(choice, _)| format!("{choice:?}"))
+                .collect();
+            serde::de::Error::custom(format!(
+                "{name:?} is not one of {}: write one of those",
+                names.join(", ")
+            ))
+        })
+}
+
+impl<'de> Deserialize<'de> for AckMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_of(
+            deserializer,
+            &[
+                ("spool", Self::Spool),
+                ("kafka", Self::Kafka),
+                ("none", Self::None),
+            ],
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for SplitBy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_of(
+            deserializer,
+            &[("change", SplitBy::Change), ("item", SplitBy::Item)],
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        one_of(deserializer, &[("text", Self::Text), ("json", Self::Json)])
+    }
 }

@@ -442,49 +442,6 @@ impl Settings {
     }
 }
 
-/// Reads one of `choices` by name, or says which names there are (rather than serde's
-/// "unknown variant" or the config crate's "enum … does not have variant constructor").
-fn one_of<'de, D, T>(deserializer: D, choices: &[(&str, T)]) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Copy,
-{
-    let name = String::deserialize(deserializer)?;
-    choices
-        .iter()
-        .find(|(choice, _)| *choice == name)
-        .map(|(_, value)| *value)
-        .ok_or_else(|| {
-            let names: Vec<String> = choices
-                .iter()
-                .map(|(choice, _)| format!("{choice:?}"))
-                .collect();
-            serde::de::Error::custom(format!(
-                "{name:?} is not one of {}: write one of those",
-                names.join(", ")
-            ))
-        })
-}
-
-impl<'de> Deserialize<'de> for AckMode {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        one_of(
-            deserializer,
-            &[
-                ("spool", Self::Spool),
-                ("kafka", Self::Kafka),
-                ("none", Self::None),
-            ],
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for LogFormat {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        one_of(deserializer, &[("text", Self::Text), ("json", Self::Json)])
-    }
-}
-
 /// A network written as a CIDR (`"173.252.64.0/18"`) or a single address (`"10.0.0.7"`).
 pub fn network(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();

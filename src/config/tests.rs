@@ -332,6 +332,11 @@ fn a_value_of_the_wrong_kind_says_what_to_write() {
         message,
         "log.format: \"yaml\" is not one of \"text\", \"json\": write one of those"
     );
+    let message = env_problems(&[("WABA_GATEWAY__ROUTING__SPLIT", "items")]);
+    assert_eq!(
+        message,
+        "routing.split: \"items\" is not one of \"change\", \"item\": write one of those"
+    );
 }
 
 #[test]
