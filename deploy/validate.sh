@@ -98,8 +98,11 @@ variants = {
         "networkPolicy": {"enabled": True},
         "config": {
             "shutdown": {"lame_duck_ms": 5000, "drain_timeout_ms": 20000},
+            "routing": {"split": "item"},
             "kafka": {
                 "brokers": "kafka-0.kafka:9093,kafka-1.kafka:9093",
+                "cloudevents": True,
+                "topics": {"messages.status": "wa.statuses"},
                 "librdkafka": {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "waba-gateway"},
             },
         },
