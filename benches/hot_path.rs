@@ -11,6 +11,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use waba_gateway::config::KafkaSettings;
 use waba_gateway::envelope::to_records;
+use waba_gateway::routing::SplitBy;
 use waba_gateway::signature::{sign, verify};
 
 const SECRET: &[u8] = b"bench-secret";
@@ -61,6 +62,7 @@ fn bodies() -> Vec<(&'static str, Vec<u8>)> {
 
 fn hot_path(c: &mut Criterion) {
     let routing = KafkaSettings::default().routing();
+    let items = routing.clone().with_split(SplitBy::Item);
     let mut group = c.benchmark_group("verify_and_split");
     for (name, body) in bodies() {
         let header = sign(SECRET, &body);
@@ -71,6 +73,9 @@ fn hot_path(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("split", &label), &body, |b, body| {
             b.iter(|| to_records(&routing, "default", black_box(body), at(AT)))
+        });
+        group.bench_with_input(BenchmarkId::new("split_items", &label), &body, |b, body| {
+            b.iter(|| to_records(&items, "default", black_box(body), at(AT)))
         });
         group.bench_with_input(BenchmarkId::new("both", &label), &body, |b, body| {
             b.iter(|| {

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use super::key::MetadataShape;
 use super::record::{Field, ItemHead, Parts, routed};
 use super::shape::{List, Raw, members, shape, text};
-use super::{EntryContext, Record, event_id};
+use super::{EntryContext, Record, change_hash, item_event_id};
 use crate::routing::ItemKind;
 
 members! {
@@ -44,27 +44,30 @@ pub(super) fn push_items<'a>(
     let mut contacts: Option<(usize, Vec<Contact<'_>>)> = None;
     let mut phone_number_id = None;
     for (position, (name, raw)) in value_members.iter().enumerate() {
-        let items = match serde_json::from_str::<List<'_>>(raw.get()) {
-            Ok(List::Items(items)) => items,
-            _ => {
-                if name.as_str() == "metadata" && phone_number_id.is_none() {
-                    phone_number_id = shape::<MetadataShape>(raw)
-                        .and_then(|metadata| metadata.phone_number_id)
-                        .and_then(text);
-                }
-                continue;
-            }
+        let name = name.as_str();
+        if name == "metadata" && phone_number_id.is_none() {
+            phone_number_id = shape::<MetadataShape>(raw)
+                .and_then(|metadata| metadata.phone_number_id)
+                .and_then(text);
+        }
+        // Only the item arrays and the first `contacts` are read any further.
+        let kind = ItemKind::of_array(name);
+        if kind.is_none() && (name != "contacts" || contacts.is_some()) {
+            continue;
+        }
+        let Ok(List::Items(items)) = serde_json::from_str::<List<'_>>(raw.get()) else {
+            continue;
         };
-        if let Some(kind) = ItemKind::of_array(name.as_str()) {
-            arrays.push((position, kind, items));
-        } else if name.as_str() == "contacts" && contacts.is_none() {
-            contacts = Some((position, items.into_iter().map(Contact::of).collect()));
+        match kind {
+            Some(kind) => arrays.push((position, kind, items)),
+            None => contacts = Some((position, items.into_iter().map(Contact::of).collect())),
         }
     }
     if arrays.iter().all(|(_, _, items)| items.is_empty()) {
         return false;
     }
 
+    let change = change_hash(context, field.raw, value);
     let mut first = true;
     for (position, kind, items) in &arrays {
         for (index, item) in items.iter().enumerate() {
@@ -100,7 +103,7 @@ pub(super) fn push_items<'a>(
                         .routing
                         .item_topic(context.object_text.as_deref(), *kind),
                     key,
-                    event_id: event_id(context, field.raw, value, Some((*kind, index))),
+                    event_id: item_event_id(&change, *kind, index),
                     phone_number_id: phone_number_id.as_deref().map(str::to_owned),
                     item: Some(ItemHead {
                         kind: *kind,

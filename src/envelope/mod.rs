@@ -334,7 +334,7 @@ fn record(context: &EntryContext<'_>, field: &Field<'_>, value: &RawValue) -> Re
                 .routing
                 .topic(context.object_text.as_deref(), field.text.as_deref()),
             key,
-            event_id: event_id(context, field.raw, value, None),
+            event_id: event_id(context, field.raw, value),
             phone_number_id,
             item: None,
             counts_change: true,
@@ -346,15 +346,23 @@ fn record(context: &EntryContext<'_>, field: &Field<'_>, value: &RawValue) -> Re
 /// entry time, field and the value's exact bytes), each part length-prefixed, truncated to
 /// 128 bits. The receiving app is left out on purpose: Meta delivers the same change to
 /// every subscribed app, and consumers should see those copies as duplicates.
-///
-/// An item's id also covers its kind and its position in its array, so that each item of
-/// a change has its own id, the same on every delivery of the change.
-fn event_id(
-    context: &EntryContext<'_>,
-    field: Option<&RawValue>,
-    value: &RawValue,
-    item: Option<(ItemKind, usize)>,
-) -> String {
+fn event_id(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> String {
+    hex::encode(&change_hash(context, field, value).finalize()[..16])
+}
+
+/// An item's id: the change's hash (see [`event_id`]) continued with the item's kind and
+/// its position in its array, so that each item of a change has its own id, the same on
+/// every delivery of the change. `change` is [`change_hash`], computed once per change.
+fn item_event_id(change: &Sha256, kind: ItemKind, index: usize) -> String {
+    let mut hasher = change.clone();
+    hasher.update(b"item");
+    hasher.update(kind.as_str().as_bytes());
+    hasher.update((index as u64).to_be_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The hash of what Meta sent about a change, not yet finished.
+fn change_hash(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> Sha256 {
     let mut hasher = Sha256::new();
     hasher.update(b"waba-gateway event v1");
     for part in [context.object, context.id, context.time, field, Some(value)] {
@@ -366,10 +374,5 @@ fn event_id(
             None => hasher.update(u64::MAX.to_be_bytes()),
         }
     }
-    if let Some((kind, index)) = item {
-        hasher.update(b"item");
-        hasher.update(kind.as_str().as_bytes());
-        hasher.update((index as u64).to_be_bytes());
-    }
-    hex::encode(&hasher.finalize()[..16])
+    hasher
 }
