@@ -380,6 +380,11 @@ fn every_other_member_named_like_an_item_array_is_left_out_of_an_item() {
     let value = r#"{"metadata":{"phone_number_id":"1"},"statuses":[{"id":"s","status":"sent","recipient_id":"2"}],"errors":"not a list","statuses":[{"id":"t","status":"read","recipient_id":"3"}],"kept":1}"#;
     let records = split_items(&items(&[]), &change(value));
     assert_eq!(records.len(), 2);
+    // Both are item 0 of a statuses array, and still two events.
+    assert_ne!(
+        records[0].header("wa-event-id"),
+        records[1].header("wa-event-id")
+    );
     for (record, item) in records.iter().zip([
         r#"{"id":"s","status":"sent","recipient_id":"2"}"#,
         r#"{"id":"t","status":"read","recipient_id":"3"}"#,

@@ -103,7 +103,7 @@ pub(super) fn push_items<'a>(
                         .routing
                         .item_topic(context.object_text.as_deref(), *kind),
                     key,
-                    event_id: item_event_id(&change, *kind, index),
+                    event_id: item_event_id(&change, *kind, *position, index),
                     phone_number_id: phone_number_id.as_deref().map(str::to_owned),
                     item: Some(ItemHead {
                         kind: *kind,

@@ -350,13 +350,15 @@ fn event_id(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawVal
     hex::encode(&change_hash(context, field, value).finalize()[..16])
 }
 
-/// An item's id: the change's hash (see [`event_id`]) continued with the item's kind and
-/// its position in its array, so that each item of a change has its own id, the same on
+/// An item's id: the change's hash (see [`event_id`]) continued with the item's kind, the
+/// position of its array among the value's members (a value may repeat an array) and its
+/// position in that array, so that each item of a change has its own id, the same on
 /// every delivery of the change. `change` is [`change_hash`], computed once per change.
-fn item_event_id(change: &Sha256, kind: ItemKind, index: usize) -> String {
+fn item_event_id(change: &Sha256, kind: ItemKind, array: usize, index: usize) -> String {
     let mut hasher = change.clone();
     hasher.update(b"item");
     hasher.update(kind.as_str().as_bytes());
+    hasher.update((array as u64).to_be_bytes());
     hasher.update((index as u64).to_be_bytes());
     hex::encode(&hasher.finalize()[..16])
 }

@@ -350,6 +350,10 @@ proptest! {
         let mut expected = items.clone();
         expected.sort_by_key(|(array, _, _)| value.find(&format!("\"{array}\"")));
         prop_assert_eq!(split.records.len(), expected.len());
+        // Each item is its own event.
+        let ids: std::collections::BTreeSet<_> =
+            split.records.iter().map(|r| r.header("wa-event-id")).collect();
+        prop_assert_eq!(ids.len(), expected.len());
         let top: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
             serde_json::from_str(&value).expect("the value is an object");
         for (record, (array, text, customer)) in split.records.iter().zip(&expected) {
