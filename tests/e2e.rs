@@ -338,6 +338,60 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
     assert_eq!(consume(&broker.address, &["whatsapp.messages"], 1).len(), 1);
 }
 
+#[test]
+fn replay_in_item_mode_publishes_one_record_per_status_with_the_live_event_ids() {
+    let Some(broker) = Tansu::start() else { return };
+    let notification = br#"{"object":"whatsapp_business_account","entry":[{"id":"310987654321001","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"420123456789002"},"statuses":[{"id":"wamid.R1","status":"read","timestamp":"1763770001","recipient_id":"4915100000001"},{"id":"wamid.R2","status":"sent","timestamp":"1763770002","recipient_id":"4915100000002"}]}}]}]}"#;
+    write_dead_letters(
+        &broker.address,
+        &[(&notification[..], "number_out_of_range")],
+    );
+    let output = binary()
+        .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
+        .env("WABA_GATEWAY__KAFKA__BROKERS", &broker.address)
+        .env("WABA_GATEWAY__ROUTING__SPLIT", "item")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "read 1 dead letters: 1 replayed as 2 records, 0 still failing"
+    );
+    let mut records = consume(&broker.address, &["whatsapp.messages"], 2);
+    records.sort_by(|a, b| a.key.cmp(&b.key));
+    let live = waba_gateway::envelope::to_records(
+        &waba_gateway::config::KafkaSettings::default()
+            .routing()
+            .with_split(waba_gateway::routing::SplitBy::Item),
+        "default",
+        notification,
+        std::time::SystemTime::now(),
+    );
+    assert_eq!(records.len(), 2);
+    for (record, (customer, status)) in records
+        .iter()
+        .zip([("4915100000001", "read"), ("4915100000002", "sent")])
+    {
+        assert_eq!(
+            record.key.as_deref(),
+            Some(format!("420123456789002:{customer}").as_str())
+        );
+        assert_eq!(record.headers["wa-item-kind"], "status");
+        assert_eq!(record.headers["wa-status"], status);
+        assert!(record.headers.contains_key("wa-replayed-from"));
+        let same = live
+            .records
+            .iter()
+            .find(|live| live.key == record.key)
+            .expect("the live split has it");
+        assert_eq!(Some(record.event_id()), same.header("wa-event-id"));
+    }
+}
+
 /// A replica killed while Kafka was down leaves acknowledged notifications on its volume:
 /// `spool status` shows them, `spool drain` forwards every one of them, found in Kafka by
 /// `event_id`, and leaves the spool empty.
