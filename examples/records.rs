@@ -33,15 +33,15 @@ fn main() -> anyhow::Result<()> {
     for path in args {
         let body = std::fs::read(&path)?;
         bodies += 1;
-        for routing in [&change, &item] {
-            let split = to_records(routing, "default", &body, SystemTime::now());
-            if split.deadletter.is_some() {
-                if std::ptr::eq(routing, &change) {
-                    println!("deadletter {}", path.to_string_lossy());
-                    dead += 1;
-                }
-                continue;
-            }
+        // A body that is not a notification is one in either mode: said once.
+        let split = to_records(&change, "default", &body, SystemTime::now());
+        if split.deadletter.is_some() {
+            println!("deadletter {}", path.to_string_lossy());
+            dead += 1;
+            continue;
+        }
+        let items = to_records(&item, "default", &body, SystemTime::now());
+        for split in [split, items] {
             for record in split.records {
                 written += 1;
                 std::fs::write(out.join(format!("{written}.json")), &record.value)?;

@@ -90,6 +90,16 @@ impl ItemKind {
         }
     }
 
+    /// Its `[kafka.topics]` override key: `messages.message`, `messages.status` or
+    /// `messages.error`.
+    pub fn topic_key(self) -> &'static str {
+        match self {
+            Self::Message => "messages.message",
+            Self::Status => "messages.status",
+            Self::Error => "messages.error",
+        }
+    }
+
     /// The kind of the value's array `member` (`messages`, `statuses`, `errors`).
     pub fn of_array(member: &str) -> Option<Self> {
         match member {
@@ -168,7 +178,7 @@ impl Routing {
     /// The topic of an item of a `messages` change: the `messages.{kind}` override when
     /// set, else the topic of `messages`.
     pub fn item_topic(&self, object: Option<&str>, kind: ItemKind) -> String {
-        match self.overrides.get(&format!("messages.{}", kind.as_str())) {
+        match self.overrides.get(kind.topic_key()) {
             Some(topic) => topic.clone(),
             None => self.topic(object, Some("messages")),
         }
@@ -285,7 +295,7 @@ impl Routing {
         }
         for (field, topic) in &self.overrides {
             match field.split_once('.') {
-                Some(("messages", kind)) if ItemKind::ALL.iter().any(|k| k.as_str() == kind) => {}
+                Some(_) if ItemKind::ALL.iter().any(|k| k.topic_key() == field) => {}
                 Some(_) => problems.push(format!(
                     "kafka.topics.\"{field}\": only the items of messages have their own \
                      topics: use \"messages.message\", \"messages.status\" or \"messages.error\""

@@ -270,13 +270,14 @@ fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-/// Runs `replay --from deadletter` against `brokers`, with `extra` arguments; it must
-/// succeed. Returns its output.
-fn replay(brokers: &str, extra: &[&str]) -> String {
+/// Runs `replay --from deadletter` against `brokers`, with `env` and `extra` arguments;
+/// it must succeed. Returns its output.
+fn replay(brokers: &str, env: &[(&str, &str)], extra: &[&str]) -> String {
     let output = binary()
         .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
         .args(extra)
         .env("WABA_GATEWAY__KAFKA__BROKERS", brokers)
+        .envs(env.iter().copied())
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -298,7 +299,7 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
         ],
     );
 
-    let first = replay(&broker.address, &[]);
+    let first = replay(&broker.address, &[], &[]);
     assert_eq!(
         first.trim(),
         "read 2 dead letters: 1 replayed as 1 records, 1 still failing (invalid_json: 1)"
@@ -330,7 +331,7 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
     );
 
     // Its group's committed offsets: a second run finds nothing new to publish.
-    let second = replay(&broker.address, &[]);
+    let second = replay(&broker.address, &[], &[]);
     assert_eq!(
         second.trim(),
         "read 0 dead letters: 0 replayed as 0 records, 0 still failing"
@@ -346,19 +347,13 @@ fn replay_in_item_mode_publishes_one_record_per_status_with_the_live_event_ids()
         &broker.address,
         &[(&notification[..], "number_out_of_range")],
     );
-    let output = binary()
-        .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
-        .env("WABA_GATEWAY__KAFKA__BROKERS", &broker.address)
-        .env("WABA_GATEWAY__ROUTING__SPLIT", "item")
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = replay(
+        &broker.address,
+        &[("WABA_GATEWAY__ROUTING__SPLIT", "item")],
+        &[],
     );
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        output.trim(),
         "read 1 dead letters: 1 replayed as 2 records, 0 still failing"
     );
     let mut records = consume(&broker.address, &["whatsapp.messages"], 2);
@@ -560,7 +555,7 @@ async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
     let address = broker.address.clone();
     let (summary, calls) = tokio::task::spawn_blocking(move || {
         create_topics(&address, &["whatsapp.calls"]);
-        let summary = replay(&address, &["--reason", "unknown_topic"]);
+        let summary = replay(&address, &[], &["--reason", "unknown_topic"]);
         (summary, consume(&address, &["whatsapp.calls"], 1))
     })
     .await

@@ -247,7 +247,9 @@ impl KafkaSettings {
         self.librdkafka_secrets.keys().cloned().collect()
     }
 
-    /// The topic layout these settings describe.
+    /// The topic layout these settings describe, splitting by change: what reads the
+    /// topics (`tail`, checks) needs. What publishes takes [`Settings::routing`], which
+    /// adds `routing.split`.
     pub fn routing(&self) -> crate::routing::Routing {
         crate::routing::Routing::new(
             self.topic_template.clone(),

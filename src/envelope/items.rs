@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::de::{self, Deserialize, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::key::MetadataShape;
+use super::key::{self, Conversation};
 use super::record::{Field, ItemHead, Parts, routed};
 use super::shape::{List, Raw, members, shape, text};
 use super::{EntryContext, Record, change_hash, item_event_id};
@@ -46,9 +46,7 @@ pub(super) fn push_items<'a>(
     for (position, (name, raw)) in value_members.iter().enumerate() {
         let name = name.as_str();
         if name == "metadata" && phone_number_id.is_none() {
-            phone_number_id = shape::<MetadataShape>(raw)
-                .and_then(|metadata| metadata.phone_number_id)
-                .and_then(text);
+            phone_number_id = key::phone_number_id(raw);
         }
         // Only the item arrays and the first `contacts` are read any further.
         let kind = ItemKind::of_array(name);
@@ -85,11 +83,11 @@ pub(super) fn push_items<'a>(
                 )
             });
             let item_value = cut(&value_members, (*position, item), own_contacts);
-            let key = match (&phone_number_id, customer.as_ref().or(user.as_ref())) {
-                (Some(phone), Some(customer)) => Some(format!("{phone}:{customer}")),
-                (Some(phone), None) => Some(phone.clone().into_owned()),
-                (None, _) => context.id_text.as_deref().map(str::to_owned),
-            };
+            let (key, phone) = context.keyed(
+                phone_number_id
+                    .as_deref()
+                    .map(|phone| Conversation::of(phone, customer.as_deref().or(user.as_deref()))),
+            );
             let status = match kind {
                 ItemKind::Status => party.status.and_then(text),
                 _ => None,
@@ -104,7 +102,7 @@ pub(super) fn push_items<'a>(
                         .item_topic(context.object_text.as_deref(), *kind),
                     key,
                     event_id: item_event_id(&change, *kind, *position, index),
-                    phone_number_id: phone_number_id.as_deref().map(str::to_owned),
+                    phone_number_id: phone,
                     item: Some(ItemHead {
                         kind: *kind,
                         index,
@@ -169,37 +167,39 @@ fn cut(
     let mut json = String::with_capacity(item.get().len() + 256);
     json.push('{');
     for (position, (name, raw)) in value.iter().enumerate() {
-        let pieces: Vec<&RawValue> = match &contacts {
-            _ if position == own => vec![item],
+        match &contacts {
+            _ if position == own => push_list(&mut json, name, &[item]),
             Some((at, contacts)) if *at == position => {
-                if contacts.is_empty() {
-                    continue;
+                if !contacts.is_empty() {
+                    push_list(&mut json, name, contacts);
                 }
-                contacts.clone()
             }
-            _ if ItemKind::of_array(name.as_str()).is_some() => continue,
+            _ if ItemKind::of_array(name.as_str()).is_some() => {}
             _ => {
-                push_member(&mut json, name, raw.get());
-                continue;
+                push_name(&mut json, name);
+                json.push_str(raw.get());
             }
-        };
-        let mut list = String::with_capacity(pieces.iter().map(|p| p.get().len() + 1).sum());
-        list.push('[');
-        for (i, piece) in pieces.iter().enumerate() {
-            if i > 0 {
-                list.push(',');
-            }
-            list.push_str(piece.get());
         }
-        list.push(']');
-        push_member(&mut json, name, &list);
     }
     json.push('}');
     json
 }
 
-/// Appends `"name":value` to an object being written, after a comma unless it is the first.
-fn push_member(json: &mut String, name: &Name<'_>, value: &str) {
+/// Appends `"name":[item,…]` to an object being written.
+fn push_list(json: &mut String, name: &Name<'_>, items: &[&RawValue]) {
+    push_name(json, name);
+    json.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(item.get());
+    }
+    json.push(']');
+}
+
+/// Appends `"name":` to an object being written, after a comma unless it is the first.
+fn push_name(json: &mut String, name: &Name<'_>) {
     if json.len() > 1 {
         json.push(',');
     }
@@ -214,7 +214,6 @@ fn push_member(json: &mut String, name: &Name<'_>, value: &str) {
         }
     }
     json.push(':');
-    json.push_str(value);
 }
 
 /// The members of a JSON object in the order written, each value as raw JSON; `None` for

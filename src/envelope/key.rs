@@ -2,6 +2,8 @@
 //! `"{phone_number_id}:{customer}"`, so that one conversation stays in order on one
 //! partition; every other field by the entry id.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -73,8 +75,7 @@ fn key_of(
     metadata: Option<&RawValue>,
     [contact, message, status]: [PartyShape<'_>; 3],
 ) -> Option<Conversation> {
-    let metadata: MetadataShape = shape(metadata?)?;
-    let phone_number_id = metadata.phone_number_id.and_then(text)?;
+    let phone_number_id = phone_number_id(metadata?)?;
     let customer = [
         contact.wa_id,
         message.from,
@@ -85,14 +86,28 @@ fn key_of(
     ]
     .into_iter()
     .find_map(|raw| raw.and_then(text));
-    let key = match &customer {
-        Some(customer) => format!("{phone_number_id}:{customer}"),
-        None => phone_number_id.clone().into_owned(),
-    };
-    Some(Conversation {
-        phone_number_id: phone_number_id.into_owned(),
-        key,
-    })
+    Some(Conversation::of(&phone_number_id, customer.as_deref()))
+}
+
+/// `metadata.phone_number_id` as text, from a value's `metadata`.
+pub(super) fn phone_number_id(metadata: &RawValue) -> Option<Cow<'_, str>> {
+    let metadata: MetadataShape = shape(metadata)?;
+    metadata.phone_number_id.and_then(text)
+}
+
+impl Conversation {
+    /// The conversation of `customer` on the business number `phone_number_id`: the key
+    /// `"{phone_number_id}:{customer}"`, or the phone number id alone without a customer.
+    pub(super) fn of(phone_number_id: &str, customer: Option<&str>) -> Self {
+        let key = match customer {
+            Some(customer) => format!("{phone_number_id}:{customer}"),
+            None => phone_number_id.to_owned(),
+        };
+        Self {
+            phone_number_id: phone_number_id.to_owned(),
+            key,
+        }
+    }
 }
 
 /// The first element of a list of objects, or an empty party when there is none.

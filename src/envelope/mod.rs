@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::routing::{ItemKind, Routing, SplitBy};
-use key::conversation_key;
+use key::{Conversation, conversation_key};
 use record::{Field, Parts, routed};
 use shape::{ChangeShape, EntryShape, List, parse_notifications, shape, text};
 
@@ -241,6 +241,17 @@ impl<'a> EntryContext<'a> {
     }
 }
 
+impl EntryContext<'_> {
+    /// A record's key and `wa-phone-number-id`: by conversation on a `messages` record
+    /// that names its business number, else the entry id and none.
+    fn keyed(&self, conversation: Option<Conversation>) -> (Option<String>, Option<String>) {
+        match conversation {
+            Some(conversation) => (Some(conversation.key), Some(conversation.phone_number_id)),
+            None => (self.id_text.as_deref().map(str::to_owned), None),
+        }
+    }
+}
+
 fn split_entry<'a>(
     routing: &Routing,
     app: &'a str,
@@ -283,17 +294,14 @@ fn split_entry<'a>(
     }
 }
 
-/// A change that cannot be routed, kept whole on the unrouted topic, without the
-/// CloudEvents headers of routed records.
+/// A change that cannot be routed, kept whole on the unrouted topic.
 fn unrouted_record(
     context: &EntryContext<'_>,
     field: Option<&RawValue>,
     change: &RawValue,
 ) -> Record {
-    let mut record = record(context, &Field::of(field), change);
-    context.routing.unrouted().clone_into(&mut record.topic);
-    record.headers.retain(|(name, _)| !name.starts_with("ce_"));
-    record
+    let topic = context.routing.unrouted().to_owned();
+    record_on(context, &Field::of(field), change, topic)
 }
 
 /// The record or records of one change: one per item of a `messages` change in item mode
@@ -314,25 +322,33 @@ fn push_change<'a>(
     records.push(record(context, &field, value));
 }
 
-/// The one record of a change.
+/// The one record of a change, on its field's topic.
 fn record(context: &EntryContext<'_>, field: &Field<'_>, value: &RawValue) -> Record {
+    let topic = context
+        .routing
+        .topic(context.object_text.as_deref(), field.text.as_deref());
+    record_on(context, field, value, topic)
+}
+
+/// The one record of a change, on `topic`.
+fn record_on(
+    context: &EntryContext<'_>,
+    field: &Field<'_>,
+    value: &RawValue,
+    topic: String,
+) -> Record {
     let conversation = if field.text.as_deref() == Some("messages") {
         conversation_key(value)
     } else {
         None
     };
-    let (key, phone_number_id) = match conversation {
-        Some(conversation) => (Some(conversation.key), Some(conversation.phone_number_id)),
-        None => (context.id_text.as_deref().map(str::to_owned), None),
-    };
+    let (key, phone_number_id) = context.keyed(conversation);
     routed(
         context,
         field,
         value.get(),
         Parts {
-            topic: context
-                .routing
-                .topic(context.object_text.as_deref(), field.text.as_deref()),
+            topic,
             key,
             event_id: event_id(context, field.raw, value),
             phone_number_id,

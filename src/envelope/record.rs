@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use super::shape::string_text;
 use super::{EntryContext, Record, timestamp};
-use crate::routing::{ItemKind, field_label, is_routable_name};
+use crate::routing::{ItemKind, field_label};
 
 /// The value of a routed record (DESIGN §6). The raw members are written verbatim: the
 /// bytes Meta sent, never re-serialised; a member Meta did not send is `null`.
@@ -131,8 +131,8 @@ pub(super) fn routed(
             }
         }
     }
-    let routable = field.text.as_deref().is_some_and(is_routable_name);
-    if context.routing.cloudevents() && routable {
+    // Events of a field: the records of its topic, not those kept on the unrouted topic.
+    if context.routing.cloudevents() && parts.topic != context.routing.unrouted() {
         push_cloudevents(
             context,
             field,
