@@ -25,6 +25,10 @@ use crate::shutdown::Readiness;
 use crate::spool::{Spool, forwarder};
 use crate::tls::{self, Tls};
 
+/// After the lame duck, how long connections accepted just before the listener closed may
+/// take to send their request (see [`Serving::close_grace`]).
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// What the caller may supply instead of the defaults (tests use it).
 #[derive(Default)]
 pub struct Dependencies {
@@ -131,12 +135,16 @@ impl App {
             _ => None,
         };
         let deliverer = Deliverer::new(sink, routing, metrics.clone());
+        let timeout = Duration::from_millis(settings.delivery.kafka_ack_timeout_ms);
         let intake = match spool.clone() {
             Some(spool) => Intake::Spool(spool),
-            None if settings.delivery.ack == AckMode::None => Intake::None(deliverer.clone()),
+            None if settings.delivery.ack == AckMode::None => Intake::None {
+                deliverer: deliverer.clone(),
+                timeout,
+            },
             None => Intake::Kafka {
                 deliverer: deliverer.clone(),
-                timeout: Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
+                timeout,
             },
         };
         let gateway = Arc::new(Gateway::new(
@@ -224,6 +232,8 @@ impl App {
                 header_read_timeout: self.header_read_timeout,
                 max_connections: Some(self.max_connections),
                 tls: self.tls,
+                // Only after a lame duck have clients been told to reconnect elsewhere.
+                close_grace: self.lame_duck.min(CLOSE_GRACE),
             },
             stop_public,
         ));
@@ -236,6 +246,7 @@ impl App {
                 header_read_timeout: self.header_read_timeout,
                 max_connections: None,
                 tls: None,
+                close_grace: Duration::ZERO,
             },
             stop_admin,
         ));

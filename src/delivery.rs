@@ -39,7 +39,13 @@ pub enum Intake {
         timeout: Duration,
     },
     /// `ack = "none"`: 200 once the records are enqueued; a later failure is only logged.
-    None(Deliverer),
+    None {
+        /// Splits and publishes.
+        deliverer: Deliverer,
+        /// `delivery.kafka_ack_timeout_ms`: how long a request waits to be enqueued
+        /// (topics created, room in the producer's queue).
+        timeout: Duration,
+    },
 }
 
 impl Intake {
@@ -50,7 +56,7 @@ impl Intake {
         body: Bytes,
         received_at: SystemTime,
     ) -> Result<(), NotAccepted> {
-        let result = match self {
+        match self {
             Self::Spool(spool) => {
                 let entry = Entry {
                     app: app.to_owned(),
@@ -71,18 +77,11 @@ impl Intake {
                     drop(body);
                     pending.finish().await
                 };
-                tokio::time::timeout(*timeout, delivered)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(PublishError::Retryable(format!(
-                            "Kafka did not acknowledge within {} ms",
-                            timeout.as_millis()
-                        )))
-                    })
-                    .map_err(NotAccepted::from)
+                within(*timeout, "acknowledge", delivered).await
             }
-            Self::None(deliverer) => {
-                let pending = deliverer.enqueue(app, &body, received_at).await?;
+            Self::None { deliverer, timeout } => {
+                let enqueued = deliverer.enqueue(app, &body, received_at);
+                let pending = within(*timeout, "take the records", enqueued).await?;
                 let app = app.to_owned();
                 tokio::spawn(async move {
                     if let Err(error) = pending.finish().await {
@@ -91,11 +90,26 @@ impl Intake {
                 });
                 Ok(())
             }
-        };
-        result.inspect_err(|error| {
-            tracing::warn!(%app, %error, "notification not accepted; Meta will retry");
-        })
+        }
     }
+}
+
+/// `work`, or a retryable failure naming what Kafka did not do (`what`) once `timeout` has
+/// passed.
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    work: impl Future<Output = Result<T, PublishError>>,
+) -> Result<T, NotAccepted> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(PublishError::Retryable(format!(
+                "Kafka did not {what} within {} ms",
+                timeout.as_millis()
+            )))
+        })
+        .map_err(NotAccepted::from)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -98,10 +98,15 @@ metrics! {
     connections: IntGauge = IntGauge::new("waba_gateway_connections", "Connections open on the webhook listener.");
     /// `waba_gateway_overload_refusals_total{limit}`: 503s of the caps
     /// (`connections`, `in_flight`).
-    overload_refusals: IntCounterVec = counters("waba_gateway_overload_refusals_total", "Requests answered 503 because a cap was reached: server.max_connections (connections) or server.max_in_flight_requests (in_flight).", &["limit"]);
-    /// `waba_gateway_source_refusals_total`: requests from outside
-    /// `server.allowed_source_cidrs`.
-    source_refusals: IntCounter = IntCounter::new("waba_gateway_source_refusals_total", "Requests to an app's path answered 403 because their source is outside server.allowed_source_cidrs.");
+    overload_refusals: IntCounterVec = counters("waba_gateway_overload_refusals_total", "Requests answered 503 because a cap was reached: server.max_connections (connections), server.max_in_flight_requests (in_flight) or server.receive_budget_bytes (receive_budget).", &["limit"]);
+    /// `waba_gateway_receive_budget_used_bytes`: bytes of request bodies held, against
+    /// `server.receive_budget_bytes`.
+    receive_budget_used: IntGauge = IntGauge::new("waba_gateway_receive_budget_used_bytes", "Bytes of request bodies held from their first byte until accepted, against server.receive_budget_bytes.");
+    /// `waba_gateway_receive_budget_bytes`: `server.receive_budget_bytes`.
+    receive_budget_bytes: IntGauge = IntGauge::new("waba_gateway_receive_budget_bytes", "The ceiling of bytes of request bodies held at once, server.receive_budget_bytes.");
+    /// `waba_gateway_source_refusals_total`: connections from outside
+    /// `server.allowed_source_cidrs`, and requests that a trusted proxy forwarded for one.
+    source_refusals: IntCounter = IntCounter::new("waba_gateway_source_refusals_total", "Connections closed at accept, and requests forwarded by a trusted proxy answered 403, because their source is outside server.allowed_source_cidrs.");
     /// `waba_gateway_tls_handshake_failures_total{reason}`.
     tls_handshake_failures: IntCounterVec = counters("waba_gateway_tls_handshake_failures_total", "TLS handshakes that failed on the webhook listener, by reason.", &["reason"]);
     /// `waba_gateway_tls_reloads_total{outcome}`: certificate reloads (`ok`, `error`).

@@ -12,9 +12,10 @@
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/tansu.rs"]
+mod tansu;
 
 use std::collections::BTreeSet;
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,81 +23,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use helpers::*;
-
-/// A tansu broker on a free loopback port, stopped when dropped.
-struct Tansu {
-    child: Child,
-    address: String,
-}
-
-impl Tansu {
-    fn start() -> Option<Self> {
-        Self::start_with("memory://tansu/", None, None)
-    }
-
-    /// A broker with `storage` (`sqlite://tansu.db` keeps its data across a restart,
-    /// relative to `dir`), on `address` when given.
-    fn start_with(
-        storage: &str,
-        dir: Option<&std::path::Path>,
-        address: Option<&str>,
-    ) -> Option<Self> {
-        let Some(binary) = std::env::var_os("WABA_GATEWAY_TANSU") else {
-            eprintln!(
-                "SKIPPED: WABA_GATEWAY_TANSU is not set (tests/run.sh installs tansu and sets it)"
-            );
-            return None;
-        };
-        let address = address.map_or_else(free_address, str::to_owned);
-        let url = format!("tcp://{address}");
-        let mut command = Command::new(binary);
-        if let Some(dir) = dir {
-            command.current_dir(dir);
-        }
-        let child = command
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", storage])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {address}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Self { child, address })
-    }
-}
-
-/// A loopback address nothing listens on yet.
-fn free_address() -> String {
-    free_address_on("127.0.0.1")
-}
-
-/// An address of loopback `ip` nothing listens on yet. A test that binds the addresses it
-/// picks only later uses an IP of its own (127.0.0.0/8 is all loopback), so that no test
-/// running alongside is handed the same port meanwhile.
-fn free_address_on(ip: &str) -> String {
-    let listener = std::net::TcpListener::bind((ip, 0)).expect("a free port");
-    listener.local_addr().expect("an address").to_string()
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tansu::*;
 
 fn gateway_env<'a>(brokers: &'a str, ack: &'a str, spool_dir: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![

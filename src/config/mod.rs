@@ -80,12 +80,19 @@ pub struct ServerSettings {
     /// Open connections on the webhook listener; a connection over the cap gets 503 and
     /// is closed.
     pub max_connections: usize,
-    /// Notifications being read, verified and accepted at once; one more gets 503. Bounds
-    /// memory: at most `max_in_flight_requests` × `max_body_bytes` of bodies.
+    /// Notifications being verified and accepted at once (their bodies complete); one
+    /// more gets 503.
     pub max_in_flight_requests: usize,
-    /// Source networks allowed to call the apps' paths, such as `"173.252.64.0/18"` or a
-    /// single address (a comma-separated string by environment). Empty, the default,
-    /// allows every source. `/healthz` and `/readyz` are never filtered.
+    /// Memory for request bodies, counted from their first byte until the notification is
+    /// accepted: bodies still arriving (signed or not, authentic or not) and bodies being
+    /// verified and accepted. A body that would go past it gets 503 with `Retry-After`,
+    /// and the rest of it is not read. At least 4 × `max_body_bytes`.
+    pub receive_budget_bytes: u64,
+    /// Source networks allowed to call the webhook listener, such as `"173.252.64.0/18"` or
+    /// a single address (a comma-separated string by environment). Empty, the default,
+    /// allows every source. A connection from outside these networks and
+    /// `trusted_proxies` is closed as soon as it is accepted; probes use the admin
+    /// listener, which is never filtered.
     #[serde(deserialize_with = "string_list")]
     pub allowed_source_cidrs: Vec<String>,
     /// Networks of the load balancers in front of the gateway: for a connection from one
@@ -106,6 +113,7 @@ impl Default for ServerSettings {
             request_timeout_ms: 10_000,
             max_connections: 4096,
             max_in_flight_requests: 256,
+            receive_budget_bytes: 64 * 1024 * 1024,
             allowed_source_cidrs: Vec::new(),
             trusted_proxies: Vec::new(),
             tls: None,

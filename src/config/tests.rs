@@ -306,8 +306,8 @@ fn every_unknown_key_is_named_in_one_run_with_where_it_was_written() {
             format!(
                 "server.listen_addr ({name} line 2) is not a setting: the keys here are \
                  allowed_source_cidrs, header_read_timeout_ms, listen, max_body_bytes, \
-                 max_connections, max_in_flight_requests, request_timeout_ms, tls, \
-                 trusted_proxies"
+                 max_connections, max_in_flight_requests, receive_budget_bytes, \
+                 request_timeout_ms, tls, trusted_proxies"
             ),
             format!(
                 "server.max_body_byte ({name} line 3) is not a setting: did you mean \
@@ -363,7 +363,7 @@ fn variables_with_one_underscore_after_the_prefix_are_warned_of() {
 fn source_networks_must_be_networks_and_proxies_need_an_allowlist() {
     let allowed = "WABA_GATEWAY__SERVER__ALLOWED_SOURCE_CIDRS";
     let trusted = "WABA_GATEWAY__SERVER__TRUSTED_PROXIES";
-    let cases: [(&[(&str, &str)], &str); 3] = [
+    let cases: [(&[(&str, &str)], &str); 5] = [
         (
             &[(allowed, "173.252.64.0/18, meta")],
             "server.allowed_source_cidrs: \"meta\" is not a network",
@@ -375,6 +375,18 @@ fn source_networks_must_be_networks_and_proxies_need_an_allowlist() {
         (
             &[(trusted, "10.0.0.0/8")],
             "server.trusted_proxies is set without server.allowed_source_cidrs",
+        ),
+        (
+            &[
+                (allowed, "173.252.64.0/18"),
+                (trusted, "10.0.0.0/8, 0.0.0.0/0"),
+            ],
+            "server.trusted_proxies: \"0.0.0.0/0\" covers every address, so any client could \
+             name its own source in X-Forwarded-For",
+        ),
+        (
+            &[(allowed, "173.252.64.0/18"), (trusted, "::/0")],
+            "server.trusted_proxies: \"::/0\" covers every address",
         ),
     ];
     for (pairs, expected) in cases {
@@ -388,13 +400,14 @@ fn a_memory_budget_too_small_for_the_largest_body_is_refused_with_the_fix() {
     let problems = env_problems(&[
         ("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "4194304"),
         ("WABA_GATEWAY__DELIVERY__MEMORY_BUDGET_BYTES", "1048576"),
+        ("WABA_GATEWAY__SERVER__RECEIVE_BUDGET_BYTES", "8388608"),
     ]);
-    assert!(
-        problems.contains(
-            "delivery.memory_budget_bytes = 1048576 must be at least 4 × server.max_body_bytes = 16777216"
-        ),
-        "{problems}"
-    );
+    for expected in [
+        "delivery.memory_budget_bytes = 1048576 must be at least 4 × server.max_body_bytes = 16777216",
+        "server.receive_budget_bytes = 8388608 must be at least 4 × server.max_body_bytes = 16777216",
+    ] {
+        assert!(problems.contains(expected), "{expected} in:\n{problems}");
+    }
     assert!(
         problems.contains("raise it or lower max_body_bytes"),
         "{problems}"

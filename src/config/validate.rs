@@ -65,14 +65,21 @@ impl Settings {
                 self.delivery.kafka_ack_timeout_ms, server.request_timeout_ms
             ));
         }
-        if self.delivery.memory_budget_bytes < 4 * server.max_body_bytes {
-            problems.push(format!(
-                "delivery.memory_budget_bytes = {} must be at least 4 × server.max_body_bytes = {}, \
-                 so that the largest notification fits in each of its shares; raise it or \
-                 lower max_body_bytes",
+        for (key, budget) in [
+            ("server.receive_budget_bytes", server.receive_budget_bytes),
+            (
+                "delivery.memory_budget_bytes",
                 self.delivery.memory_budget_bytes,
-                4 * server.max_body_bytes
-            ));
+            ),
+        ] {
+            if budget < 4 * server.max_body_bytes {
+                problems.push(format!(
+                    "{key} = {budget} must be at least 4 × server.max_body_bytes = {}, so that \
+                     several of the largest notifications fit at once; raise it or lower \
+                     max_body_bytes",
+                    4 * server.max_body_bytes
+                ));
+            }
         }
         if self.delivery.forward_batch_bytes == 0 {
             problems.push("delivery.forward_batch_bytes must be greater than 0".to_owned());
@@ -104,6 +111,17 @@ impl Settings {
                      \"173.252.64.0/18\" or an address such as \"10.0.0.7\""
                 ));
             }
+        }
+        for text in server
+            .trusted_proxies
+            .iter()
+            .filter(|text| super::network(text).is_some_and(|network| network.prefix_len() == 0))
+        {
+            problems.push(format!(
+                "server.trusted_proxies: {text:?} covers every address, so any client could \
+                 name its own source in X-Forwarded-For and pass the allowlist; list only the \
+                 networks of your load balancers"
+            ));
         }
         if server.allowed_source_cidrs.is_empty() && !server.trusted_proxies.is_empty() {
             problems.push(

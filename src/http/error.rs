@@ -69,6 +69,8 @@ pub enum Cap {
     Connections,
     /// `server.max_in_flight_requests`.
     InFlight,
+    /// `server.receive_budget_bytes`.
+    ReceiveBudget,
 }
 
 impl Cap {
@@ -77,6 +79,7 @@ impl Cap {
         match self {
             Self::Connections => "server.max_connections",
             Self::InFlight => "server.max_in_flight_requests",
+            Self::ReceiveBudget => "server.receive_budget_bytes",
         }
     }
 
@@ -85,6 +88,7 @@ impl Cap {
         match self {
             Self::Connections => "connections",
             Self::InFlight => "in_flight",
+            Self::ReceiveBudget => "receive_budget",
         }
     }
 
@@ -144,16 +148,25 @@ impl ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),
                 );
             }
-            Self::BodyTooLarge(_)
-            | Self::BodyTimeout
-            | Self::BodyRead
-            | Self::Signature(SignatureError::Missing | SignatureError::Malformed) => {
-                // The body (or its rest) is not read: the connection cannot be reused.
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
             _ => {}
         }
+        if self.leaves_body_unread() {
+            // The body (or its rest) is not read: the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
+    }
+
+    /// Whether the answer goes out before the body has been read to its end.
+    fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            Self::BodyTooLarge(_)
+                | Self::BodyTimeout
+                | Self::BodyRead
+                | Self::Overloaded(Cap::ReceiveBudget)
+                | Self::Signature(SignatureError::Missing | SignatureError::Malformed)
+        )
     }
 }
 
@@ -200,6 +213,11 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
         let response = ApiError::Overloaded(Cap::InFlight).into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        assert!(!response.headers().contains_key(header::CONNECTION));
+        // Refused mid-body: the rest is not read, so the connection closes.
+        let response = ApiError::Overloaded(Cap::ReceiveBudget).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[tokio::test]

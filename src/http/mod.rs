@@ -4,6 +4,7 @@
 //! `/readyz`. Admin listener: `/metrics`, `/healthz`, `/readyz`. Handlers take a
 //! `Request` and return a `Response`; [`server`] accepts connections and serves them.
 
+mod budget;
 mod error;
 mod notify;
 mod server;
@@ -32,6 +33,7 @@ use crate::delivery::Intake;
 use crate::metrics::Metrics;
 use crate::shutdown::Readiness;
 use crate::telemetry::Throttle;
+use budget::ReceiveBudget;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
 pub trait RequestBody:
@@ -85,12 +87,41 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     /// One permit per notification being verified and accepted (its body read).
     in_flight: tokio::sync::Semaphore,
-    /// Rate limit of the log line for refused signatures.
-    refusals: Throttle,
+    /// Bytes of bodies held, from their first byte until accepted.
+    receive_budget: ReceiveBudget,
     /// `server.allowed_source_cidrs`, when set.
     sources: Option<SourceFilter>,
-    /// Rate limit of the log line for refused sources.
-    source_refusals: Throttle,
+    /// Rate limits of the log lines that any client can cause, one per kind.
+    logs: OutsideLogs,
+}
+
+/// One throttle per log line that a client without the app secret can cause, so that no
+/// client can flood the log: each is written at most once per 10 s, with how many were
+/// held back.
+pub(crate) struct OutsideLogs {
+    /// Refused signatures.
+    refusals: Throttle,
+    /// Refused sources.
+    sources: Throttle,
+    /// Verification requests with the wrong mode or token.
+    verifications: Throttle,
+    /// 503s of a cap (connections, in flight, receive budget).
+    overloads: Throttle,
+    /// Authentic notifications that could not be accepted now (503).
+    not_accepted: Throttle,
+}
+
+impl OutsideLogs {
+    fn new() -> Self {
+        let every = || Throttle::new(Duration::from_secs(10));
+        Self {
+            refusals: every(),
+            sources: every(),
+            verifications: every(),
+            overloads: every(),
+            not_accepted: every(),
+        }
+    }
 }
 
 impl Gateway {
@@ -125,13 +156,22 @@ impl Gateway {
                 request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
             },
             intake,
-            metrics,
             readiness,
             in_flight: tokio::sync::Semaphore::new(settings.server.max_in_flight_requests),
-            refusals: Throttle::new(Duration::from_secs(10)),
+            receive_budget: {
+                let limit = settings.server.receive_budget_bytes;
+                metrics.receive_budget_bytes.set(limit as i64);
+                ReceiveBudget::new(limit, metrics.receive_budget_used.clone())
+            },
             sources: SourceFilter::new(&settings.server),
-            source_refusals: Throttle::new(Duration::from_secs(10)),
+            logs: OutsideLogs::new(),
+            metrics,
         }
+    }
+
+    /// The source allowlist, for the accept loop.
+    pub(crate) fn sources(&self) -> Option<&SourceFilter> {
+        self.sources.as_ref()
     }
 
     /// Answers a request that came in on `listener`.
@@ -174,11 +214,44 @@ impl Gateway {
         }
     }
 
-    fn source_refused(&self, source: IpAddr) {
+    /// Counts a client refused for its source, and logs it at most once per interval.
+    pub(crate) fn source_refused(&self, source: IpAddr) {
         self.metrics.source_refusals.inc();
-        if let Some(held_back) = self.source_refusals.admit() {
+        if let Some(held_back) = self.logs.sources.admit() {
             tracing::warn!(%source, held_back, "refused a source outside server.allowed_source_cidrs");
         }
+    }
+
+    /// Counts a 503 at `cap`, logs it at most once per interval, and gives the error.
+    pub(crate) fn overloaded(&self, cap: Cap) -> ApiError {
+        cap.count(&self.metrics);
+        if let Some(held_back) = self.logs.overloads.admit() {
+            tracing::warn!(
+                limit = cap.setting(),
+                held_back,
+                "answered 503: a limit was reached"
+            );
+        }
+        ApiError::Overloaded(cap)
+    }
+
+    /// The verification handshake, with a refusal logged at most once per interval.
+    fn verify(
+        &self,
+        app: &AppRoute,
+        query: Option<&str>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let answer = verify::verify(app, query);
+        match &answer {
+            Ok(_) => tracing::info!(app = %app.name, "verification request answered"),
+            Err(ApiError::VerifyRefused) => {
+                if let Some(held_back) = self.logs.verifications.admit() {
+                    tracing::info!(app = %app.name, held_back, "verification request refused: wrong mode or verify token");
+                }
+            }
+            Err(_) => {}
+        }
+        answer
     }
 
     /// Answers a request on the public listener.
@@ -188,7 +261,7 @@ impl Gateway {
             (_, Some(app)) => match (self.check_source(&request), request.method()) {
                 (Err(refused), _) => ("webhook_refused", Err(refused)),
                 (Ok(()), &Method::GET) => {
-                    ("webhook_verify", verify::verify(app, request.uri().query()))
+                    ("webhook_verify", self.verify(app, request.uri().query()))
                 }
                 (Ok(()), &Method::POST) => ("webhook_notify", self.notify(app, request).await),
                 (Ok(()), _) => (
@@ -221,7 +294,16 @@ impl Gateway {
         started: Instant,
         result: Result<Response<Full<Bytes>>, ApiError>,
     ) -> Response<Full<Bytes>> {
-        let response = result.unwrap_or_else(ApiError::into_response);
+        let mut response = result.unwrap_or_else(ApiError::into_response);
+        if self.readiness.is_draining() {
+            // The lame duck and the drain: the client opens its next connection, to a
+            // replica that stays, instead of writing its next request on one this process
+            // is about to close.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         self.metrics
             .count_answer(route, response.status(), started.elapsed().as_secs_f64());
         response

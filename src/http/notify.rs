@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
+use super::budget::Held;
 use super::{ApiError, AppRoute, Cap, Gateway, RequestBody, error};
 use crate::signature::{self, SignatureError};
 
@@ -30,21 +31,32 @@ impl Gateway {
             .and_then(|header| signature::parse_header(header.as_bytes()))
             .map_err(|error| self.refused(app, error))?;
         // Reading a body takes no in-flight permit: a client that stalls mid-body holds
-        // only its connection, never the capacity that complete notifications need.
-        let body = self.read_body(request).await?;
+        // only its connection and the bytes it sent, never the capacity that complete
+        // notifications need. Its bytes stay counted against the receive budget until
+        // the notification is accepted.
+        let (body, _held) = self.read_body(request).await?;
         let Ok(_permit) = self.in_flight.try_acquire() else {
-            Cap::InFlight.count(&self.metrics);
-            return Err(ApiError::Overloaded(Cap::InFlight));
+            return Err(self.overloaded(Cap::InFlight));
         };
         self.check_signature(app, &digest, &body)?;
 
         self.intake
             .accept(&app.name, body, SystemTime::now())
-            .await?;
+            .await
+            .map_err(|error| {
+                if let Some(held_back) = self.logs.not_accepted.admit() {
+                    tracing::warn!(app = %app.name, %error, held_back, "notification not accepted; Meta will retry");
+                }
+                error
+            })?;
         Ok(error::text(StatusCode::OK, "accepted\n"))
     }
 
-    async fn read_body<B: RequestBody>(&self, request: Request<B>) -> Result<Bytes, ApiError> {
+    /// Reads the whole body, each byte counted against the receive budget as it arrives.
+    async fn read_body<B: RequestBody>(
+        &self,
+        request: Request<B>,
+    ) -> Result<(Bytes, Held), ApiError> {
         let limit = self.limits.max_body_bytes;
         let declared = request
             .headers()
@@ -58,14 +70,25 @@ impl Gateway {
         // is never copied while it grows, and a client that sends none reserves nothing.
         let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
         let mut buffer = BytesMut::new();
+        let mut held = self.receive_budget.hold();
         let body = request.into_body();
         let read = async {
             let mut body = std::pin::pin!(body);
-            while let Some(frame) = body.frame().await {
+            let mut evicted = std::pin::pin!(held.eviction());
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    () = &mut evicted => return Err(self.overloaded(Cap::ReceiveBudget)),
+                    frame = body.frame() => frame,
+                };
+                let Some(frame) = frame else { break };
                 let frame = frame.map_err(|_| ApiError::BodyRead)?;
                 if let Ok(data) = frame.into_data() {
                     if (buffer.len() + data.len()) as u64 > limit {
                         return Err(ApiError::BodyTooLarge(limit));
+                    }
+                    if !held.grow(data.len()) {
+                        return Err(self.overloaded(Cap::ReceiveBudget));
                     }
                     if buffer.capacity() == 0 {
                         buffer.reserve(capacity.max(data.len()));
@@ -73,12 +96,13 @@ impl Gateway {
                     buffer.extend_from_slice(&data);
                 }
             }
+            held.arrived();
             Ok(())
         };
         tokio::time::timeout(self.limits.request_timeout, read)
             .await
             .map_err(|_| ApiError::BodyTimeout)??;
-        Ok(buffer.freeze())
+        Ok((buffer.freeze(), held))
     }
 
     fn check_signature(
@@ -104,7 +128,7 @@ impl Gateway {
             .signature_failures
             .with_label_values(&[&app.name, error.reason()])
             .inc();
-        if let Some(held_back) = self.refusals.admit() {
+        if let Some(held_back) = self.logs.refusals.admit() {
             tracing::warn!(
                 app = %app.name,
                 reason = error.reason(),

@@ -1,9 +1,11 @@
-//! The accept loop and each connection: the connection cap (with a few connections
-//! over it answered 503 before they are closed), the TLS handshake, and HTTP/1.1 with a
-//! graceful shutdown that lets requests in flight finish.
+//! The accept loop and each connection: the source allowlist at accept, the connection cap
+//! (with a few connections over it answered 503 before they are closed), the TLS
+//! handshake, and HTTP/1.1 with a small request head and a graceful shutdown that lets
+//! requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,10 @@ use crate::tls::{self, Tls};
 /// a connection is closed unanswered.
 const OVER_CAPACITY_CONNECTIONS: usize = 64;
 
+/// The largest request head (request line and headers) read, and so the most a connection
+/// buffers before its request is routed; a larger head gets 431. Meta's are under 2 KiB.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// How one listener serves its connections.
 pub struct Serving {
     pub listener: Listener,
@@ -30,6 +36,9 @@ pub struct Serving {
     /// The connection cap, on the webhook listener.
     pub max_connections: Option<usize>,
     pub tls: Option<Arc<Tls>>,
+    /// Once the listener has closed, how long connections accepted last may take to
+    /// send their first request before idle ones are closed.
+    pub close_grace: Duration,
 }
 
 /// Accepts connections until `stop` turns true; returns a future that resolves when the
@@ -39,64 +48,116 @@ pub async fn serve(
     serving: Serving,
     mut stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
-    let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(serving.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let mut over_capacity_builder = builder.clone();
     over_capacity_builder.keep_alive(false);
-    let open = serving
-        .max_connections
-        .map(|cap| Arc::new(Semaphore::new(cap)));
-    let over_capacity = Arc::new(Semaphore::new(OVER_CAPACITY_CONNECTIONS));
+    let mut accepting = Accepting {
+        over_capacity_builder,
+        builder,
+        open: serving
+            .max_connections
+            .map(|cap| Arc::new(Semaphore::new(cap))),
+        over_capacity: Arc::new(Semaphore::new(OVER_CAPACITY_CONNECTIONS)),
+        graceful: GracefulShutdown::new(),
+        serving,
+    };
     loop {
         tokio::select! {
-            accepted = socket.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (listener, builder, permit) = match &open {
-                    None => (serving.listener, &builder, None),
-                    Some(open) => match open.clone().try_acquire_owned() {
-                        Ok(permit) => (serving.listener, &builder, Some(permit)),
-                        Err(_) => {
-                            Cap::Connections.count(&serving.metrics);
-                            match over_capacity.clone().try_acquire_owned() {
-                                Ok(permit) => {
-                                    (Listener::OverCapacity, &over_capacity_builder, Some(permit))
-                                }
-                                // Flooded even past the answered overflow: close at once.
-                                Err(_) => continue,
-                            }
-                        }
-                    },
-                };
-                let connection = Connection {
-                    listener,
-                    builder: builder.clone(),
-                    gateway: serving.gateway.clone(),
-                    metrics: serving.metrics.clone(),
-                    tls: serving.tls.clone(),
-                    handshake_timeout: serving.header_read_timeout,
-                    watcher: graceful.watcher(),
-                    permit,
-                };
-                tokio::spawn(connection.run(stream));
-            }
+            accepted = socket.accept() => match accepted {
+                Ok((stream, peer)) => accepting.admit(stream, peer),
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
             _ = stop.changed() => break,
         }
     }
-    drop(socket);
-    graceful.shutdown()
+    // Connections the kernel has completed but not yet handed over would be reset when the
+    // socket closes, with a request perhaps already written: take them first.
+    if let Ok(socket) = socket.into_std() {
+        while let Ok((stream, peer)) = socket.accept() {
+            let stream = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream));
+            if let Ok(stream) = stream {
+                accepting.admit(stream, peer);
+            }
+        }
+    }
+    let Accepting {
+        graceful, serving, ..
+    } = accepting;
+    async move {
+        // A connection accepted last may not have sent its request yet: graceful shutdown
+        // would close it as idle.
+        tokio::time::sleep(serving.close_grace).await;
+        graceful.shutdown().await;
+    }
+}
+
+/// The accept loop's state.
+struct Accepting {
+    serving: Serving,
+    builder: hyper::server::conn::http1::Builder,
+    over_capacity_builder: hyper::server::conn::http1::Builder,
+    /// One permit per open connection, under `max_connections`.
+    open: Option<Arc<Semaphore>>,
+    /// One permit per connection answered 503 over the cap.
+    over_capacity: Arc<Semaphore>,
+    graceful: GracefulShutdown,
+}
+
+impl Accepting {
+    /// Serves a connection just accepted on its own task, or closes it: from a source
+    /// the allowlist refuses (before anything is read, taking no place under the cap), or
+    /// when even the answered overflow is full.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let serving = &self.serving;
+        if serving.listener == Listener::Public
+            && let Some(sources) = serving.gateway.sources()
+            && !sources.admits_connection(peer.ip())
+        {
+            serving.gateway.source_refused(peer.ip());
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let (listener, builder, permit) = match &self.open {
+            None => (serving.listener, &self.builder, None),
+            Some(open) => match open.clone().try_acquire_owned() {
+                Ok(permit) => (serving.listener, &self.builder, Some(permit)),
+                Err(_) => {
+                    let _ = serving.gateway.overloaded(Cap::Connections);
+                    match self.over_capacity.clone().try_acquire_owned() {
+                        Ok(permit) => (
+                            Listener::OverCapacity,
+                            &self.over_capacity_builder,
+                            Some(permit),
+                        ),
+                        // Flooded even past the answered overflow: close at once.
+                        Err(_) => return,
+                    }
+                }
+            },
+        };
+        let connection = Connection {
+            listener,
+            builder: builder.clone(),
+            gateway: serving.gateway.clone(),
+            metrics: serving.metrics.clone(),
+            tls: serving.tls.clone(),
+            handshake_timeout: serving.header_read_timeout,
+            watcher: self.graceful.watcher(),
+            permit,
+        };
+        tokio::spawn(connection.run(stream, peer));
+    }
 }
 
 /// One accepted connection, served on its own task.
@@ -113,20 +174,20 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream, peer: SocketAddr) {
         // Connections under the cap; the ones answered 503 over it are not "open".
         let counted = self.permit.is_some() && self.listener != Listener::OverCapacity;
         if counted {
             self.metrics.connections.inc();
         }
         let metrics = self.metrics.clone();
-        self.serve(stream).await;
+        self.serve(stream, peer).await;
         if counted {
             metrics.connections.dec();
         }
     }
 
-    async fn serve(self, stream: TcpStream) {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
         let Self {
             listener,
             builder,
@@ -137,12 +198,10 @@ impl Connection {
             watcher,
             permit: _permit,
         } = self;
-        let peer = stream.peer_addr().ok().map(|addr| Peer(addr.ip()));
+        let peer = Peer(peer.ip());
         let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let gateway = gateway.clone();
-            if let Some(peer) = peer {
-                request.extensions_mut().insert(peer);
-            }
+            request.extensions_mut().insert(peer);
             async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
         });
         let served = match tls {

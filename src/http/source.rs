@@ -2,7 +2,7 @@
 //! comes from (the connection's peer, or `X-Forwarded-For` behind a trusted proxy), and
 //! whether it may call the apps' paths.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -35,27 +35,31 @@ impl SourceFilter {
         networks.iter().any(|network| network.contains(&ip))
     }
 
+    /// Whether a connection from `peer` may be served at all: it is an allowed client,
+    /// or a trusted proxy whose requests name their client.
+    pub fn admits_connection(&self, peer: IpAddr) -> bool {
+        Self::contains(&self.allowed, peer) || Self::contains(&self.trusted, peer)
+    }
+
     /// The client of a request from `peer`: for a trusted proxy, the last address of
-    /// `X-Forwarded-For` (all of them, in order) that is not itself a trusted proxy; else
-    /// the peer. An entry that is not an address ends the walk: nothing before it can be
-    /// believed.
+    /// `X-Forwarded-For` (all of its lines, in order) that is not itself a trusted proxy;
+    /// else the peer. An entry that is not an address, or a line that is not text, ends
+    /// the walk: nothing before it can be believed.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !Self::contains(&self.trusted, peer) {
             return peer;
         }
-        let forwarded: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .collect();
         let mut client = peer;
-        for hop in forwarded.iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) if Self::contains(&self.trusted, ip) => client = ip,
-                Ok(ip) => return ip,
-                Err(_) => return client,
+        for line in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(line) = line.to_str() else {
+                return client;
+            };
+            for hop in line.rsplit(',') {
+                match forwarded_address(hop.trim()) {
+                    Some(ip) if Self::contains(&self.trusted, ip) => client = ip,
+                    Some(ip) => return ip,
+                    None => return client,
+                }
             }
         }
         client
@@ -65,6 +69,22 @@ impl SourceFilter {
     pub fn allows(&self, client: IpAddr) -> bool {
         Self::contains(&self.allowed, client)
     }
+}
+
+/// The address of one `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, and with the
+/// client's port as some load balancers write it, `1.2.3.4:5678` or `[2001:db8::1]:5678`
+/// (or in brackets without a port).
+fn forwarded_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })
 }
 
 /// An IPv4 address as itself, also when it arrives mapped into IPv6 (`::ffff:a.b.c.d`, on
@@ -112,6 +132,55 @@ mod tests {
         let headers = forwarded("173.252.64.9, nonsense, 10.0.0.2");
         assert_eq!(filter.client(ip("10.0.0.1"), &headers), ip("10.0.0.2"));
         assert!(!filter.allows(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn forwarded_entries_may_carry_the_client_port() {
+        let filter = filter(&["173.252.64.0/18", "2a03:2880::/32"], &["10.0.0.0/8"]);
+        for (entry, client) in [
+            ("173.252.64.9:52311", "173.252.64.9"),
+            ("[2a03:2880:f000::1]:443", "2a03:2880:f000::1"),
+            ("[2a03:2880:f000::1]", "2a03:2880:f000::1"),
+            ("2a03:2880:f000::1", "2a03:2880:f000::1"),
+        ] {
+            let headers = forwarded(&format!("{entry}, 10.0.0.2:8080"));
+            assert_eq!(
+                filter.client(ip("10.0.0.1"), &headers),
+                ip(client),
+                "{entry}"
+            );
+        }
+        // Not an address, port or no port: the walk ends at the last trusted hop.
+        for entry in ["173.252.64.9:port", "[173.252.64.9]:1", "[2a03:2880::1"] {
+            let headers = forwarded(&format!("{entry}, 10.0.0.2"));
+            assert_eq!(
+                filter.client(ip("10.0.0.1"), &headers),
+                ip("10.0.0.2"),
+                "{entry}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forwarded_line_that_is_not_text_ends_the_walk() {
+        let filter = filter(&["173.252.64.0/18"], &["10.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "173.252.64.9".parse().expect("a value"));
+        headers.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"10.0.0.3, \xff").expect("a value"),
+        );
+        headers.append("x-forwarded-for", "10.0.0.2".parse().expect("a value"));
+        // The allowed address before the line that is not text is not believed.
+        assert_eq!(filter.client(ip("10.0.0.1"), &headers), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn only_allowed_clients_and_trusted_proxies_may_connect() {
+        let filter = filter(&["173.252.64.0/18"], &["10.0.0.0/8"]);
+        assert!(filter.admits_connection(ip("173.252.64.9")));
+        assert!(filter.admits_connection(ip("::ffff:10.1.2.3")));
+        assert!(!filter.admits_connection(ip("127.0.0.2")));
     }
 
     #[test]

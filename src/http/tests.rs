@@ -113,9 +113,26 @@ async fn kafka_mode_answers_200_once_kafka_has_the_records_and_counts_them() {
     assert!(handler.metric(r#"waba_gateway_changes_total{app="default",field="messages"} 1"#));
 }
 
+fn none_mode(timeout_ms: u64) -> impl FnOnce(Deliverer) -> Intake {
+    move |deliverer| Intake::None {
+        deliverer,
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn none_mode_answers_503_when_topics_are_not_created_within_the_timeout() {
+    let handler = handler(none_mode(300));
+    handler.memory.set_behaviour(Behaviour::StallTopicCreation);
+    let started = tokio::time::Instant::now();
+    let (status, _) = handler.notify(BODY).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+}
+
 #[tokio::test(start_paused = true)]
 async fn none_mode_answers_200_although_kafka_has_not_acknowledged() {
-    let handler = handler(Intake::None);
+    let handler = handler(none_mode(5000));
     handler.memory.set_behaviour(Behaviour::Hold);
     let (status, _) = handler.notify(BODY).await;
     assert_eq!(status, StatusCode::OK);

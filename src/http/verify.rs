@@ -32,10 +32,8 @@ pub fn verify(app: &AppRoute, query: Option<&str>) -> Result<Response<Full<Bytes
         .ct_eq(app.verify_token.expose_secret().as_bytes())
         .into();
     if mode != b"subscribe" || !token_matches {
-        tracing::info!(app = %app.name, "verification request refused: wrong mode or verify token");
         return Err(ApiError::VerifyRefused);
     }
-    tracing::info!(app = %app.name, "verification request answered");
     let utf8 = std::str::from_utf8(&challenge).is_ok();
     let mut response = error::text(StatusCode::OK, challenge);
     if !utf8 {

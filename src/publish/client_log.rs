@@ -128,7 +128,7 @@ impl ClientContext for ClientLog {
                     kafka.brokers = %self.inner.brokers,
                     tried = reason,
                     held_back,
-                    "Kafka is unreachable: no broker of kafka.brokers answers; retrying, and not ready until one does"
+                    "Kafka is unreachable: no broker of kafka.brokers answers; retrying"
                 );
             }
         } else if let Some(held_back) = self.inner.errors.admit() {

@@ -21,6 +21,8 @@ pub enum Behaviour {
     RejectTopic(String),
     /// Enqueue, and acknowledge once the behaviour changes again (a slow broker).
     Hold,
+    /// Never finish creating topics, as a stalled broker does.
+    StallTopicCreation,
 }
 
 /// Stores acknowledged records in order.
@@ -52,6 +54,10 @@ impl MemoryPublisher {
 
 impl Publisher for MemoryPublisher {
     fn prepare<'a>(&'a self, _topics: &'a [&'a str]) -> BoxFuture<'a, Result<(), PublishError>> {
+        let behaviour = self.behaviour.lock().expect("lock is never poisoned");
+        if *behaviour == Behaviour::StallTopicCreation {
+            return Box::pin(std::future::pending());
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -62,7 +68,7 @@ impl Publisher for MemoryPublisher {
             .expect("lock is never poisoned")
             .clone();
         match behaviour {
-            Behaviour::Accept => {}
+            Behaviour::Accept | Behaviour::StallTopicCreation => {}
             Behaviour::Unavailable => {
                 return Err(PublishError::Retryable("the broker is down".to_owned()));
             }

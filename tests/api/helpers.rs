@@ -479,3 +479,87 @@ impl Drop for GatewayProcess {
         }
     }
 }
+
+/// An answer read off a raw connection.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    /// The head, lower-cased.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// Whether the server said it closes the connection after this answer.
+    pub fn closes(&self) -> bool {
+        self.head.contains("\r\nconnection: close\r\n")
+    }
+}
+
+/// The head of a POST of `body` to `/webhook` with `signature`, keeping the connection.
+pub fn post_head(body: &[u8], signature: &str) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\nx-hub-signature-256: {signature}\r\n\r\n",
+        body.len()
+    )
+}
+
+/// Writes a signed POST of `body` on `stream` and reads its answer; an error when the
+/// connection fails or closes before a whole answer arrived.
+pub async fn raw_exchange(
+    stream: &mut tokio::net::TcpStream,
+    body: &[u8],
+) -> std::io::Result<RawAnswer> {
+    use tokio::io::AsyncWriteExt;
+    let mut request = post_head(body, &sign(SECRET, body)).into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await?;
+    read_answer(stream).await
+}
+
+/// Reads one answer (head, then a `content-length` body) from `stream`.
+pub async fn read_answer(stream: &mut tokio::net::TcpStream) -> std::io::Result<RawAnswer> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        received.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+    let status = head
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = received[end..].to_vec();
+    while body.len() < length {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&chunk[..read]);
+    }
+    Ok(RawAnswer { status, head, body })
+}
+
+/// A connection to `addr` from the loopback address `source` (127.0.0.2, 127.0.0.3…: a
+/// client source of its own for allowlist tests).
+pub async fn connect_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}

@@ -217,3 +217,136 @@ async fn bodies_still_on_their_way_take_no_in_flight_place() {
     }
     assert_eq!(app.memory.as_ref().expect("memory").records().len(), 5);
 }
+
+#[tokio::test]
+async fn a_request_head_past_16_kib_gets_431_and_a_smaller_one_is_served() {
+    let app = spawn_app(&[]).await;
+    let body = fixture("messages_text.json");
+    for (padding, status) in [(8 * 1024, "HTTP/1.1 200"), (17 * 1024, "HTTP/1.1 431")] {
+        let mut stream = connect(app.addr).await;
+        let signature = sign(SECRET, &body);
+        let head = format!(
+            "POST /webhook HTTP/1.1\r\nhost: test\r\nx-pad: {}\r\ncontent-length: {}\r\nx-hub-signature-256: {signature}\r\nconnection: close\r\n\r\n",
+            "a".repeat(padding),
+            body.len()
+        );
+        // Past the limit the gateway answers and closes while the client still writes.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&body).await;
+        let answer = read_until_closed(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("answered and closed");
+        assert!(answer.starts_with(status), "{padding}: {answer}");
+    }
+    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 1);
+}
+
+/// Settings whose receive budget holds exactly four bodies of 64 KiB.
+const SMALL_BUDGET: [(&str, &str); 2] = [
+    ("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "65536"),
+    ("WABA_GATEWAY__SERVER__RECEIVE_BUDGET_BYTES", "262144"),
+];
+
+/// A forged POST of 65,536 bytes of which all but the last byte were sent.
+async fn held_forged_body(addr: SocketAddr) -> TcpStream {
+    let mut stream = connect(addr).await;
+    let forged = format!("sha256={}", "0".repeat(64));
+    let body = vec![b'x'; 65_536];
+    stream
+        .write_all(post_head(&body, &forged).as_bytes())
+        .await
+        .expect("write");
+    stream.write_all(&body[1..]).await.expect("write");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_evicts_a_stalled_large_body_when_the_receive_budget_is_full() {
+    let app = spawn_app(&SMALL_BUDGET).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(held_forged_body(app.addr).await);
+    }
+    let used = "waba_gateway_receive_budget_used_bytes";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.metric(used).await < 4.0 * 65_535.0 {
+        assert!(Instant::now() < deadline, "the held bodies never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.metric("waba_gateway_receive_budget_bytes").await,
+        262_144.0
+    );
+
+    let body = fixture("messages_text.json");
+    // While the held bodies may still be arriving, there is no room.
+    assert_eq!(app.notify(&body).await.status, 503);
+    // Once they have stalled, the largest makes room.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.notify(&body).await.status, 200);
+    // One held body made room: it got 503 with Retry-After, and its connection closed.
+    let mut evicted = Vec::new();
+    for stream in &mut held {
+        if let Some(answer) = read_until_closed(stream, Duration::from_millis(300)).await {
+            evicted.push(answer);
+        }
+    }
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    assert!(evicted[0].starts_with("HTTP/1.1 503"), "{}", evicted[0]);
+    let head = evicted[0].to_ascii_lowercase();
+    assert!(head.contains("retry-after: 5"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(head.contains("server.receive_budget_bytes"), "{head}");
+    assert_eq!(
+        app.metric(r#"waba_gateway_overload_refusals_total{limit="receive_budget"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(app.metric(used).await, 3.0 * 65_535.0);
+    // Clients that go away give their bytes back at once.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while app.metric(used).await > 0.0 {
+        assert!(Instant::now() < deadline, "the budget was never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.memory.as_ref().expect("memory").records().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_fit_beside_whole_bodies_gets_503_and_is_not_read() {
+    let app = spawn_app(&SMALL_BUDGET).await;
+    let memory = app.memory.clone().expect("memory");
+    // Four authentic bodies of 64 KiB, whole and waiting for a slow Kafka, fill the budget:
+    // they are not evicted.
+    memory.set_behaviour(Behaviour::Hold);
+    let large = vec![b'x'; 65_536];
+    let url = app.url("/webhook");
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, large) = (url.clone(), large.clone());
+            tokio::spawn(async move { post_signed(&url, &large, SECRET).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.metric("waba_gateway_receive_budget_used_bytes").await < 262_144.0 {
+        assert!(Instant::now() < deadline, "the bodies never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = app.notify(&fixture("messages_text.json")).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert_eq!(refused.headers["connection"], "close");
+
+    memory.set_behaviour(Behaviour::Accept);
+    for answer in waiting {
+        assert_eq!(answer.await.expect("task").status, 200);
+    }
+    assert_eq!(app.notify(&fixture("messages_text.json")).await.status, 200);
+    // Four dead letters (not notifications) and the notification.
+    assert_eq!(memory.records().len(), 5);
+    assert_eq!(
+        app.metric("waba_gateway_receive_budget_used_bytes").await,
+        0.0
+    );
+}

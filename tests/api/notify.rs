@@ -373,3 +373,82 @@ async fn the_binary_answers_200_in_the_first_seconds_after_sigterm() {
     assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
     assert!(serve.log().contains("lame duck"), "{}", serve.log());
 }
+
+/// What one keep-alive client saw across a stop.
+#[derive(Debug, Default)]
+struct KeepAliveTally {
+    answered: usize,
+    /// Answers that said `Connection: close`.
+    told_to_close: usize,
+    /// Requests written on an open connection that got no answer.
+    unanswered: usize,
+}
+
+/// Sends signed notifications back to back on one connection, opening a new one when told
+/// to close, until a connection is refused (the listener closed) or `until`.
+async fn keep_alive_client(
+    addr: std::net::SocketAddr,
+    until: std::time::Instant,
+) -> KeepAliveTally {
+    let body = fixture("messages_text.json");
+    let mut tally = KeepAliveTally::default();
+    while std::time::Instant::now() < until {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            break;
+        };
+        loop {
+            match raw_exchange(&mut stream, &body).await {
+                Ok(answer) => {
+                    assert_eq!(answer.status, 200, "{}", answer.head);
+                    assert_eq!(answer.body, b"accepted\n");
+                    tally.answered += 1;
+                    if answer.closes() {
+                        tally.told_to_close += 1;
+                        break;
+                    }
+                }
+                Err(_) => {
+                    tally.unanswered += 1;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tally
+}
+
+/// Keep-alive clients across a stop: answers of the lame duck say `Connection: close`, so
+/// clients reconnect instead of writing on a connection about to close, and no request
+/// written is left without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_clients_lose_no_request_across_a_stop() {
+    let mut app = spawn_app(&[("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "1000")]).await;
+    app.wait_ready().await;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(keep_alive_client(app.addr, until)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = app.begin_stop();
+    let mut total = KeepAliveTally::default();
+    for client in clients {
+        let tally = client.await.expect("client");
+        total.answered += tally.answered;
+        total.told_to_close += tally.told_to_close;
+        total.unanswered += tally.unanswered;
+    }
+    stopping.await.expect("task").expect("clean stop");
+    eprintln!("keep-alive clients across a stop: {total:?}");
+    assert_eq!(total.unanswered, 0, "{total:?}");
+    assert!(total.told_to_close >= 8, "{total:?}");
+    assert!(
+        std::time::Instant::now() < until,
+        "the clients never saw the listener close"
+    );
+    assert_eq!(
+        app.memory.as_ref().expect("memory").records().len(),
+        total.answered,
+        "every answered notification, and only those"
+    );
+}
