@@ -221,7 +221,27 @@ assert "kafka-password-Hv12" not in config
 config = config.replace("/etc/waba-gateway-secrets/", os.path.join(folder, "secrets") + "/")
 open(os.path.join(folder, "config.toml"), "w").write(config)
 PY
-  "$gateway" check-config --config "$out/$variant/config.toml" >/dev/null
+  "$gateway" check-config --config "$out/$variant/config.toml" >"$out/$variant/effective.toml"
   echo "  $variant: check-config accepts it"
+  # The memory limit covers the bound the configuration gives (SECURITY.md).
+  "$venv/bin/python" - "$out/$variant" <<'PY'
+import glob, os, re, sys, yaml
+folder = sys.argv[1]
+effective = open(os.path.join(folder, "effective.toml")).read()
+bound = int(re.search(r"^# memory bound: (\d+) bytes", effective, re.M).group(1))
+units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "": 1}
+workloads = glob.glob(os.path.join(folder, "waba-gateway_templates_deployment.yaml")) + glob.glob(
+    os.path.join(folder, "waba-gateway_templates_statefulset.yaml"))
+assert workloads, "no workload rendered"
+for path in workloads:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc:
+            continue
+        container = doc["spec"]["template"]["spec"]["containers"][0]
+        number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi|)", str(container["resources"]["limits"]["memory"])).groups()
+        limit = int(number) * units[unit]
+        assert limit >= bound, f"{path}: memory limit {limit} is below the bound {bound}"
+        print(f"  {os.path.basename(folder)}: memory limit {limit >> 20} MiB covers the bound {bound >> 20} MiB")
+PY
 done
 echo "deploy validation: all checks passed"

@@ -83,9 +83,20 @@ pub fn verify_digest<'s>(
     digest: &[u8; DIGEST_LEN],
     body: &[u8],
 ) -> Result<SecretMatch, SignatureError> {
+    verify_digest_of_parts(secrets, digest, &[body])
+}
+
+/// [`verify_digest`] of a body held in `parts`, in order, as it was received.
+pub fn verify_digest_of_parts<'s>(
+    secrets: impl IntoIterator<Item = &'s [u8]>,
+    digest: &[u8; DIGEST_LEN],
+    parts: &[impl AsRef<[u8]>],
+) -> Result<SecretMatch, SignatureError> {
     for (index, secret) in secrets.into_iter().enumerate() {
         let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-        mac.update(body);
+        for part in parts {
+            mac.update(part.as_ref());
+        }
         if mac.verify_slice(digest).is_ok() {
             return Ok(if index == 0 {
                 SecretMatch::Current

@@ -232,6 +232,14 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     crate::app::check(&settings)?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", settings.to_redacted_toml()).context("writing to standard output")?;
+    let bound = settings.memory_bound_bytes();
+    writeln!(
+        out,
+        "\n# memory bound: {bound} bytes ({} MiB) whatever clients send (SECURITY.md); \
+         give the process at least this much",
+        bound.div_ceil(1024 * 1024)
+    )
+    .context("writing to standard output")?;
     Ok(())
 }
 

@@ -284,7 +284,28 @@ impl Settings {
     pub fn routing(&self) -> crate::routing::Routing {
         self.kafka.routing().with_split(self.routing.split)
     }
+
+    /// The most memory `serve` takes with these settings, whatever clients send
+    /// (SECURITY.md, "Bounded whatever clients send"): what every process needs, each open
+    /// connection's buffers, request bodies (`server.receive_budget_bytes`) and the records
+    /// split from them, and what is on its way to Kafka (`delivery.memory_budget_bytes`).
+    pub fn memory_bound_bytes(&self) -> u64 {
+        MEMORY_BASE_BYTES
+            + self.server.max_connections as u64 * MEMORY_PER_CONNECTION_BYTES
+            + 2 * self.server.receive_budget_bytes
+            + self.delivery.memory_budget_bytes
+    }
 }
+
+/// What a gateway takes before any request: the program, its runtime, the Kafka client's
+/// own buffers beside its queue, metrics and the spool's index (12 MB measured idle; the
+/// rest is room for librdkafka's per-broker buffers and one body being reassembled).
+pub const MEMORY_BASE_BYTES: u64 = 48 * 1024 * 1024;
+
+/// What one open connection may hold at most: its request head buffer (16 KiB), the HTTP
+/// state and its task (4,090 connections each holding a head of 16 KiB measured 28 KiB
+/// each).
+pub const MEMORY_PER_CONNECTION_BYTES: u64 = 32 * 1024;
 
 /// When Meta gets its 200.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,6 +1,10 @@
 //! The receive budget (`server.receive_budget_bytes`): one count of the bytes of request
 //! bodies the process holds, from a body's first byte until its notification is accepted.
 //!
+//! Bodies arrive into [`Pieces`] of one size, each counted whole, so that what is counted
+//! is what is allocated, and the allocator reuses the memory of one body for the next
+//! whatever their sizes (buffers sized to each body kept every arena at its high water).
+//!
 //! A body is not authentic until its last byte has arrived, so every body counts, signed
 //! or not. When a body's next bytes do not fit, the largest body that has stalled (no byte
 //! for [`STALL`]) is evicted if it is larger than that one: its request is answered 503
@@ -168,6 +172,59 @@ impl Drop for Held {
     }
 }
 
+/// The size of the pieces a body arrives into.
+pub const PIECE: usize = 16 * 1024;
+
+/// A body as it arrives, in pieces of [`PIECE`] bytes, each taken from the budget as it is
+/// allocated.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    pieces: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Pieces {
+    /// Copies `data` in, taking a piece from `held` whenever the last one is full; `false`
+    /// when the budget has no room for the next piece (what fitted was kept).
+    pub fn extend(&mut self, mut data: &[u8], held: &mut Held) -> bool {
+        while !data.is_empty() {
+            let room = self.pieces.last().map_or(0, |piece| PIECE - piece.len());
+            if room == 0 {
+                if !held.grow(PIECE) {
+                    return false;
+                }
+                self.pieces.push(Vec::with_capacity(PIECE));
+                continue;
+            }
+            let (now, rest) = data.split_at(room.min(data.len()));
+            if let Some(piece) = self.pieces.last_mut() {
+                piece.extend_from_slice(now);
+            }
+            self.len += now.len();
+            data = rest;
+        }
+        true
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[Vec<u8>] {
+        &self.pieces
+    }
+
+    /// The body in one buffer of its exact size; the pieces are freed.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        match <[Vec<u8>; 1]>::try_from(self.pieces) {
+            Ok([piece]) => piece.into(),
+            Err(pieces) => pieces.concat().into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +275,27 @@ mod tests {
         drop(stalled);
         assert_eq!(gauge.get(), 40, "its bytes were given back once");
         drop((smaller, small));
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn a_body_arrives_in_pieces_each_counted_whole() {
+        let (budget, gauge) = budget(3 * PIECE as u64);
+        let mut held = budget.hold();
+        let mut pieces = Pieces::default();
+        let body: Vec<u8> = (0..2 * PIECE + 10).map(|i| i as u8).collect();
+        assert!(pieces.extend(&body[..7], &mut held));
+        assert_eq!(gauge.get(), PIECE as i64);
+        assert!(pieces.extend(&body[7..], &mut held));
+        assert_eq!((pieces.len(), pieces.parts().len()), (body.len(), 3));
+        assert_eq!(gauge.get(), 3 * PIECE as i64);
+        // No room for a fourth piece: what fitted is kept, nothing more taken.
+        let mut more = vec![0; PIECE];
+        assert!(!pieces.extend(&more, &mut held));
+        assert_eq!(gauge.get(), 3 * PIECE as i64);
+        more.clear();
+        assert_eq!(&pieces.into_bytes()[..body.len()], &body[..]);
+        drop(held);
         assert_eq!(gauge.get(), 0);
     }
 

@@ -37,12 +37,14 @@ use budget::ReceiveBudget;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
 pub trait RequestBody:
-    hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send
+    hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + 'static
 {
 }
 
 impl<B> RequestBody for B where
-    B: hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send
+    B: hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static>
+        + Send
+        + 'static
 {
 }
 

@@ -7,12 +7,11 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use bytes::BytesMut;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use secrecy::ExposeSecret;
 
-use super::budget::Held;
+use super::budget::{Held, Pieces};
 use super::{ApiError, AppRoute, Cap, Gateway, RequestBody, error};
 use crate::signature::{self, SignatureError};
 
@@ -41,7 +40,7 @@ impl Gateway {
         self.check_signature(app, &digest, &body)?;
 
         self.intake
-            .accept(&app.name, body, SystemTime::now())
+            .accept(&app.name, body.into_bytes(), SystemTime::now())
             .await
             .map_err(|error| {
                 if let Some(held_back) = self.logs.not_accepted.admit() {
@@ -52,11 +51,14 @@ impl Gateway {
         Ok(error::text(StatusCode::OK, "accepted\n"))
     }
 
-    /// Reads the whole body, each byte counted against the receive budget as it arrives.
+    /// Reads the whole body into pieces, each counted against the receive budget as it is
+    /// allocated. When the body is refused part-way (over the budget or the size limit),
+    /// its rest is read and dropped until the request's deadline, so that a client still
+    /// sending reads the answer instead of a reset.
     async fn read_body<B: RequestBody>(
         &self,
         request: Request<B>,
-    ) -> Result<(Bytes, Held), ApiError> {
+    ) -> Result<(Pieces, Held), ApiError> {
         let limit = self.limits.max_body_bytes;
         let declared = request
             .headers()
@@ -66,14 +68,11 @@ impl Gateway {
         if declared.is_some_and(|length| length > limit) {
             return Err(ApiError::BodyTooLarge(limit));
         }
-        // Sized once from Content-Length when the first bytes arrive, so that a large body
-        // is never copied while it grows, and a client that sends none reserves nothing.
-        let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
-        let mut buffer = BytesMut::new();
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let mut pieces = Pieces::default();
         let mut held = self.receive_budget.hold();
-        let body = request.into_body();
+        let mut body = Box::pin(request.into_body());
         let read = async {
-            let mut body = std::pin::pin!(body);
             let mut evicted = std::pin::pin!(held.eviction());
             loop {
                 let frame = tokio::select! {
@@ -84,35 +83,38 @@ impl Gateway {
                 let Some(frame) = frame else { break };
                 let frame = frame.map_err(|_| ApiError::BodyRead)?;
                 if let Ok(data) = frame.into_data() {
-                    if (buffer.len() + data.len()) as u64 > limit {
+                    if (pieces.len() + data.len()) as u64 > limit {
                         return Err(ApiError::BodyTooLarge(limit));
                     }
-                    if !held.grow(data.len()) {
+                    if !pieces.extend(&data, &mut held) {
                         return Err(self.overloaded(Cap::ReceiveBudget));
                     }
-                    if buffer.capacity() == 0 {
-                        buffer.reserve(capacity.max(data.len()));
-                    }
-                    buffer.extend_from_slice(&data);
                 }
             }
             held.arrived();
             Ok(())
         };
-        tokio::time::timeout(self.limits.request_timeout, read)
+        let read = tokio::time::timeout_at(deadline, read)
             .await
-            .map_err(|_| ApiError::BodyTimeout)??;
-        Ok((buffer.freeze(), held))
+            .unwrap_or(Err(ApiError::BodyTimeout));
+        match read {
+            Ok(()) => Ok((pieces, held)),
+            Err(refused @ (ApiError::Overloaded(_) | ApiError::BodyTooLarge(_))) => {
+                tokio::spawn(discard(body, limit, deadline));
+                Err(refused)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn check_signature(
         &self,
         app: &AppRoute,
         digest: &[u8; signature::DIGEST_LEN],
-        body: &[u8],
+        body: &Pieces,
     ) -> Result<(), ApiError> {
         let secrets = app.secrets.iter().map(|s| s.expose_secret().as_bytes());
-        let matched = signature::verify_digest(secrets, digest, body)
+        let matched = signature::verify_digest_of_parts(secrets, digest, body.parts())
             .map_err(|error| self.refused(app, error))?;
         self.metrics
             .signature_matches
@@ -138,4 +140,23 @@ impl Gateway {
         }
         error.into()
     }
+}
+
+/// Reads and drops what is left of a refused body, at most `limit` bytes and until
+/// `deadline`: nothing of it is kept.
+async fn discard<B: RequestBody>(
+    mut body: std::pin::Pin<Box<B>>,
+    limit: u64,
+    deadline: tokio::time::Instant,
+) {
+    let drained = async {
+        let mut dropped = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            dropped += frame.data_ref().map_or(0, |data| data.len() as u64);
+            if dropped > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, drained).await;
 }

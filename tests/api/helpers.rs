@@ -191,14 +191,20 @@ pub async fn request(
 /// status, or `None` when the connection failed.
 pub async fn try_notify(url: &str, body: &[u8]) -> Option<u16> {
     let signature = sign(SECRET, body);
+    try_post(url, body, &[("x-hub-signature-256", &signature)])
+        .await
+        .map(|answer| answer.status)
+}
+
+/// A POST whose answer may never come: the answer, or `None` when the connection failed.
+pub async fn try_post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Option<Answer> {
     try_request(
         http::Method::POST,
         url,
         Bytes::copy_from_slice(body),
-        &[("x-hub-signature-256", &signature)],
+        headers,
     )
     .await
-    .map(|answer| answer.status)
 }
 
 async fn try_request(
@@ -341,9 +347,17 @@ pub fn consume(brokers: &str, topics: &[&str], count: usize) -> Vec<Consumed> {
 /// `$WABA_GATEWAY_BINARY` when set (tests/run.sh points it at the release build, the one
 /// that ships), else the test profile's build.
 pub fn binary() -> std::process::Command {
-    let path = std::env::var_os("WABA_GATEWAY_BINARY")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_waba-gateway").into());
-    let mut command = std::process::Command::new(path);
+    without_settings(std::process::Command::new(binary_path()))
+}
+
+/// The path of the `waba-gateway` binary the tests run (see [`binary`]).
+pub fn binary_path() -> std::ffi::OsString {
+    std::env::var_os("WABA_GATEWAY_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_waba-gateway").into())
+}
+
+/// `command` with the caller's gateway settings and log filter removed.
+pub fn without_settings(mut command: std::process::Command) -> std::process::Command {
     command
         .env_remove("WABA_GATEWAY_CONFIG")
         .env_remove("RUST_LOG");
@@ -367,9 +381,15 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `serve` in `dir` with `env`, and waits until it logs its addresses.
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = binary();
+        command.arg("serve");
+        Self::spawn(command, dir, env)
+    }
+
+    /// Starts `command` (a `serve`) as [`GatewayProcess::start`] does.
+    pub fn spawn(mut command: std::process::Command, dir: &Path, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
-        let mut child = binary()
-            .arg("serve")
+        let mut child = command
             .current_dir(dir)
             .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
             .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
@@ -518,7 +538,9 @@ pub async fn raw_exchange(
 }
 
 /// Reads one answer (head, then a `content-length` body) from `stream`.
-pub async fn read_answer(stream: &mut tokio::net::TcpStream) -> std::io::Result<RawAnswer> {
+pub async fn read_answer(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> std::io::Result<RawAnswer> {
     use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];

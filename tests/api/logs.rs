@@ -172,3 +172,51 @@ async fn refused_signatures_are_logged_once_per_interval() {
     assert!(refused[0].contains(r#"reason="missing""#), "{}", refused[0]);
     assert!(refused[0].contains("held_back=0"), "{}", refused[0]);
 }
+
+/// Every log line a client without the secret (or a flood of Meta's retries while Kafka is
+/// down) can cause is written once per 10 s, however many requests cause it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_that_clients_cause_are_rate_limited() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let serve = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+            // Kafka never answers: every signed notification gets 503.
+            ("WABA_GATEWAY__KAFKA__BROKERS", "127.0.0.1:1"),
+            ("WABA_GATEWAY__DELIVERY__ACK", "kafka"),
+            ("WABA_GATEWAY__DELIVERY__KAFKA_ACK_TIMEOUT_MS", "200"),
+        ],
+    );
+    let url = serve.url();
+    for _ in 0..1000 {
+        let answer = get(&format!(
+            "{url}?hub.mode=subscribe&hub.challenge=1&hub.verify_token=wrong"
+        ))
+        .await;
+        assert_eq!(answer.status, 403);
+    }
+    let body = notification();
+    for _ in 0..300 {
+        assert_eq!(post_signed(&url, &body, "not-the-secret").await.status, 401);
+    }
+    let signed: Vec<_> = (0..20)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { post_signed(&url, &body, SECRET).await })
+        })
+        .collect();
+    for answer in signed {
+        assert_eq!(answer.await.expect("a request").status, 503);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = serve.log();
+    for line in [
+        "verification request refused",
+        "notification refused: bad signature",
+        "notification not accepted",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line}:\n{log}");
+    }
+}
