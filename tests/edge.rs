@@ -316,6 +316,18 @@ struct Figures {
 }
 
 impl Figures {
+    /// Prints the figures, then asserts that the gateway lived and stayed under the
+    /// ceiling.
+    fn print_and_check_memory(&self) {
+        self.print();
+        assert!(!self.killed, "the gateway was killed");
+        assert!(
+            self.peak_rss < RSS_CEILING,
+            "peak RSS {} ≥ {RSS_CEILING}",
+            self.peak_rss
+        );
+    }
+
     fn print(&self) {
         let statuses: Vec<String> = self
             .statuses
@@ -457,14 +469,7 @@ async fn run_attack(attack: Attack) {
         p99: p99(took),
         recovered_in,
     };
-    figures.print();
-
-    assert!(!figures.killed, "the gateway was killed");
-    assert!(
-        figures.peak_rss < RSS_CEILING,
-        "peak RSS {} ≥ {RSS_CEILING}",
-        figures.peak_rss
-    );
+    figures.print_and_check_memory();
     let unexpected: Vec<_> = figures
         .statuses
         .keys()
@@ -620,13 +625,7 @@ async fn run_three_megabyte_bodies(ack: &str) {
         p99: p99(took),
         recovered_in: None,
     };
-    figures.print();
-    assert!(!figures.killed, "the gateway was killed");
-    assert!(
-        figures.peak_rss < RSS_CEILING,
-        "peak RSS {} ≥ {RSS_CEILING}",
-        figures.peak_rss
-    );
+    figures.print_and_check_memory();
     assert!(!accepted.is_empty(), "no 3 MB body was accepted");
 
     // Every change of every accepted body: 1,000 records per entry id.
