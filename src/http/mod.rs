@@ -37,14 +37,12 @@ use budget::ReceiveBudget;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
 pub trait RequestBody:
-    hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + 'static
+    hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send
 {
 }
 
 impl<B> RequestBody for B where
-    B: hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static>
-        + Send
-        + 'static
+    B: hyper::body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send
 {
 }
 

@@ -52,9 +52,8 @@ impl Gateway {
     }
 
     /// Reads the whole body into pieces, each counted against the receive budget as it is
-    /// allocated. When the body is refused part-way (over the budget or the size limit),
-    /// its rest is read and dropped until the request's deadline, so that a client still
-    /// sending reads the answer instead of a reset.
+    /// allocated. A body refused part-way (over the budget or the size limit) is not read
+    /// further: its answer closes the connection.
     async fn read_body<B: RequestBody>(
         &self,
         request: Request<B>,
@@ -68,11 +67,11 @@ impl Gateway {
         if declared.is_some_and(|length| length > limit) {
             return Err(ApiError::BodyTooLarge(limit));
         }
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let mut pieces = Pieces::default();
         let mut held = self.receive_budget.hold();
-        let mut body = Box::pin(request.into_body());
+        let body = request.into_body();
         let read = async {
+            let mut body = std::pin::pin!(body);
             let mut evicted = std::pin::pin!(held.eviction());
             loop {
                 let frame = tokio::select! {
@@ -94,17 +93,10 @@ impl Gateway {
             held.arrived();
             Ok(())
         };
-        let read = tokio::time::timeout_at(deadline, read)
+        tokio::time::timeout(self.limits.request_timeout, read)
             .await
-            .unwrap_or(Err(ApiError::BodyTimeout));
-        match read {
-            Ok(()) => Ok((pieces, held)),
-            Err(refused @ (ApiError::Overloaded(_) | ApiError::BodyTooLarge(_))) => {
-                tokio::spawn(discard(body, limit, deadline));
-                Err(refused)
-            }
-            Err(error) => Err(error),
-        }
+            .map_err(|_| ApiError::BodyTimeout)??;
+        Ok((pieces, held))
     }
 
     fn check_signature(
@@ -140,23 +132,4 @@ impl Gateway {
         }
         error.into()
     }
-}
-
-/// Reads and drops what is left of a refused body, at most `limit` bytes and until
-/// `deadline`: nothing of it is kept.
-async fn discard<B: RequestBody>(
-    mut body: std::pin::Pin<Box<B>>,
-    limit: u64,
-    deadline: tokio::time::Instant,
-) {
-    let drained = async {
-        let mut dropped = 0;
-        while let Some(Ok(frame)) = body.frame().await {
-            dropped += frame.data_ref().map_or(0, |data| data.len() as u64);
-            if dropped > limit {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout_at(deadline, drained).await;
 }
