@@ -39,6 +39,9 @@ WABA_GATEWAY_KAFKAJS=$(sed -n 's/^kafkajs=//p' <<<"$kit")
 WABA_GATEWAY_PYTHON=$(sed -n 's/^python=//p' <<<"$kit")
 export WABA_GATEWAY_KAFKAJS WABA_GATEWAY_PYTHON
 
+# The edge and allowlist tests hold a few thousand connections at once.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 # The black-box and end-to-end tests run the release binary, the one that ships, and the

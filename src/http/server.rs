@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{Cap, Gateway, Listener, Peer};
 use crate::metrics::Metrics;
+use crate::telemetry::Throttle;
 use crate::tls::{self, Tls};
 
 /// Connections over `server.max_connections` that are answered 503 at once; beyond them
@@ -64,6 +65,7 @@ pub async fn serve(
             .map(|cap| Arc::new(Semaphore::new(cap))),
         over_capacity: Arc::new(Semaphore::new(OVER_CAPACITY_CONNECTIONS)),
         graceful: GracefulShutdown::new(),
+        failures: Throttle::new(Duration::from_secs(10)),
         serving,
     };
     loop {
@@ -71,8 +73,11 @@ pub async fn serve(
             accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => accepting.admit(stream, peer),
                 Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accepting a connection failed");
+                    // Out of file descriptors (a flood of connections) and the like: back
+                    // off instead of spinning, and say so once per interval.
+                    if let Some(held_back) = accepting.failures.admit() {
+                        tracing::warn!(%error, held_back, "accepting a connection failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -112,6 +117,8 @@ struct Accepting {
     /// One permit per connection answered 503 over the cap.
     over_capacity: Arc<Semaphore>,
     graceful: GracefulShutdown,
+    /// Rate limit of the log line for failed accepts.
+    failures: Throttle,
 }
 
 impl Accepting {
