@@ -418,19 +418,16 @@ async fn keep_alive_client(
     tally
 }
 
-/// Keep-alive clients across a stop: answers of the lame duck say `Connection: close`, so
-/// clients reconnect instead of writing on a connection about to close, and no request
-/// written is left without an answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_clients_lose_no_request_across_a_stop() {
-    let mut app = spawn_app(&[("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "1000")]).await;
-    app.wait_ready().await;
+/// Eight keep-alive clients sending to `addr` while `stop` is called 300 ms in, until the
+/// listener closes: what they saw, once it is checked that no request written was left
+/// unanswered and that every client was told to close.
+async fn keep_alive_load_across(addr: std::net::SocketAddr, stop: impl FnOnce()) -> KeepAliveTally {
     let until = std::time::Instant::now() + Duration::from_secs(10);
     let clients: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(keep_alive_client(app.addr, until)))
+        .map(|_| tokio::spawn(keep_alive_client(addr, until)))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let stopping = app.begin_stop();
+    stop();
     let mut total = KeepAliveTally::default();
     for client in clients {
         let tally = client.await.expect("client");
@@ -438,7 +435,6 @@ async fn keep_alive_clients_lose_no_request_across_a_stop() {
         total.told_to_close += tally.told_to_close;
         total.unanswered += tally.unanswered;
     }
-    stopping.await.expect("task").expect("clean stop");
     eprintln!("keep-alive clients across a stop: {total:?}");
     assert_eq!(total.unanswered, 0, "{total:?}");
     assert!(total.told_to_close >= 8, "{total:?}");
@@ -446,9 +442,57 @@ async fn keep_alive_clients_lose_no_request_across_a_stop() {
         std::time::Instant::now() < until,
         "the clients never saw the listener close"
     );
+    total
+}
+
+/// Keep-alive clients across a stop: answers of the lame duck say `Connection: close`, so
+/// clients reconnect instead of writing on a connection about to close, and no request
+/// written is left without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_clients_lose_no_request_across_a_stop() {
+    let mut app = spawn_app(&[("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "1000")]).await;
+    app.wait_ready().await;
+    let mut stopping = None;
+    let total = keep_alive_load_across(app.addr, || stopping = Some(app.begin_stop())).await;
+    let stopping = stopping.expect("stopped");
+    stopping.await.expect("task").expect("clean stop");
     assert_eq!(
         app.memory.as_ref().expect("memory").records().len(),
         total.answered,
         "every answered notification, and only those"
     );
+}
+
+/// The same across a real SIGTERM to the binary, its lame duck shortened to 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_clients_lose_no_request_across_a_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let mut serve = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+            ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "1000"),
+            (
+                "WABA_GATEWAY__DELIVERY__SPOOL_DIR",
+                spool.to_str().expect("utf-8"),
+            ),
+        ],
+    );
+    serve.wait_ready().await;
+    let addr = serve.public.parse().expect("an address");
+    keep_alive_load_across(addr, || serve.send_signal("TERM")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
 }
