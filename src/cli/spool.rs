@@ -63,6 +63,7 @@ pub(super) fn run(action: SpoolAction) -> anyhow::Result<()> {
                 Some(dir) => dir,
                 None => kafka_settings(config.as_deref())?.delivery.spool_dir,
             };
+            refuse_what_is_no_spool(&dir)?;
             let status = crate::spool::status::read(&dir)
                 .with_context(|| format!("reading the spool in {}", dir.display()))?;
             let mut out = std::io::stdout().lock();
@@ -80,6 +81,21 @@ pub(super) fn run(action: SpoolAction) -> anyhow::Result<()> {
             timeout_seconds,
         } => drain(dir, config, brokers, Duration::from_secs(timeout_seconds)),
     }
+}
+
+/// A folder that holds no spool (its parent, a volume mounted at the wrong place) is
+/// refused before anything is read or written: reporting an empty spool there would send
+/// an operator to delete the volume that holds the real one.
+fn refuse_what_is_no_spool(dir: &std::path::Path) -> anyhow::Result<()> {
+    if crate::spool::is_spool(dir) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no spool here: {} holds no segment (*.seg), checkpoint or lock of a spool; pass the \
+         spool directory itself (delivery.spool_dir of the gateway that wrote it). Nothing \
+         was read or written",
+        dir.display()
+    )
 }
 
 fn drain(
@@ -105,9 +121,7 @@ fn drain(
     let deadline = Instant::now() + timeout;
     let outcome: anyhow::Result<usize> = runtime.block_on(async {
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
-        if !dir.is_dir() {
-            anyhow::bail!("{} is not a spool directory", dir.display());
-        }
+        refuse_what_is_no_spool(&dir)?;
         let (spool, recovery) =
             Spool::open(&dir, settings.delivery.spool_max_bytes, metrics.clone())
                 .with_context(|| format!("opening the spool in {}", dir.display()))?;

@@ -50,6 +50,19 @@ use log::{State, delete_released_segments, find, start_segment};
 use recovery::{quarantine, recover_segment};
 use writer::Append;
 
+/// Whether `dir` holds a spool as `serve` leaves one: its lock, its checkpoint, a segment
+/// or its quarantine. A folder with none of them (the spool's parent, a volume mounted at
+/// the wrong place) is not a spool, and commands that read one refuse it.
+pub fn is_spool(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            ["lock", "checkpoint", "quarantine"].contains(&name.as_ref()) || name.ends_with(".seg")
+        })
+    })
+}
+
 /// Below this share of `spool_max_bytes` a full spool takes notifications again.
 const LOW_WATER_PERCENT: u64 = 80;
 

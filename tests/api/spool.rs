@@ -514,3 +514,65 @@ async fn a_full_disk_refuses_then_reclaims_its_space_once_kafka_takes_the_spool(
     );
     app.stop().await.expect("a clean stop");
 }
+
+/// `spool drain` and `spool status` pointed at a folder that holds no spool (here the
+/// spool's parent) refuse it, exit 1 and write nothing there: an "empty spool" would send
+/// the operator to delete the volume that holds the real one.
+#[test]
+fn spool_commands_refuse_a_folder_that_holds_no_spool_and_write_nothing() {
+    let parent = tempfile::tempdir().expect("dir");
+    let spool = parent.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool dir");
+    std::fs::write(spool.join("00000000000000000000.seg"), b"").expect("a segment");
+    std::fs::write(parent.path().join("notes.txt"), b"kept").expect("a file");
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("readable")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(parent.path());
+    let wrong = parent.path().to_str().expect("utf-8");
+    for args in [
+        vec!["spool", "drain", "--dir", wrong, "--brokers", "127.0.0.1:9"],
+        vec!["spool", "status", "--dir", wrong],
+        vec!["spool", "status", "--dir", wrong, "--json"],
+    ] {
+        let output = binary().args(&args).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("no spool here"), "{args:?}: {stderr}");
+        assert!(stderr.contains("delivery.spool_dir"), "{args:?}: {stderr}");
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: nothing reported as a spool"
+        );
+    }
+    assert_eq!(
+        listing(parent.path()),
+        before,
+        "nothing written to the folder"
+    );
+    // The spool itself is read.
+    let status = binary()
+        .args([
+            "spool",
+            "status",
+            "--dir",
+            spool.to_str().expect("utf-8"),
+            "--json",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(status.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["entries"], 0);
+}
