@@ -176,6 +176,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): it has what it wanted.
+        Err(error) if is_closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<ConfigError>() {
             Some(ConfigError::Invalid(problems)) => {
                 eprintln!("waba-gateway: the configuration is not valid:");
@@ -195,6 +197,15 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has closed it.
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
@@ -245,18 +256,25 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn completions(shell: Shell) -> anyhow::Result<()> {
     use clap::CommandFactory;
-    let shell = match shell {
+    let generator = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "waba-gateway",
-        &mut std::io::stdout().lock(),
-    );
-    Ok(())
+    // Into memory first: clap_complete panics when its output fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(generator, &mut Cli::command(), "waba-gateway", &mut script);
+    let mut script = String::from_utf8(script).context("the completion script")?;
+    if shell == Shell::Bash {
+        // clap_complete names the states of a hyphenated binary two ways (`waba__gateway…`
+        // where it reads the words, `waba__subcmd__gateway…` where it completes), so
+        // nothing past the first word completed: one name for both.
+        script = script.replace("waba__subcmd__gateway", "waba__gateway");
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(script.as_bytes())
+        .context("writing to standard output")
 }
 
 fn sign(secret: &str, file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -570,3 +570,76 @@ fn librdkafka_properties_can_come_from_files_and_their_values_never_show() {
     );
     assert!(!printed.contains("soon"), "{printed}");
 }
+
+/// The bash script completes past the first word: a subcommand's subcommands, its options,
+/// and an option's values, in a real bash.
+#[test]
+fn bash_completes_subcommands_options_and_values_past_the_first_word() {
+    let script = binary()
+        .args(["completions", "bash"])
+        .output()
+        .expect("runs");
+    assert!(script.status.success());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("waba-gateway.bash");
+    std::fs::write(&path, &script.stdout).expect("written");
+    let probe = format!(
+        r#"source '{}'
+function=$(complete -p waba-gateway | sed 's/.*-F \([^ ]*\).*/\1/')
+words() {{
+  COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMPREPLY=()
+  "$function" waba-gateway "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD - 1]}}"
+  echo "${{COMPREPLY[*]}}"
+}}
+words waba-gateway spool ''
+words waba-gateway spool drain --
+words waba-gateway tail --from ''
+"#,
+        path.display()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        lines[0].contains("drain") && lines[0].contains("status"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("--dir") && lines[1].contains("--timeout-seconds"),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "beginning end", "{stdout}");
+}
+
+/// Output into a pipe whose reader is gone (`| head`) ends the command quietly, exit 0,
+/// never with a panic.
+#[test]
+fn no_command_panics_on_a_closed_pipe() {
+    for args in [
+        vec!["completions", "fish"],
+        vec!["completions", "bash"],
+        vec!["sign", "--secret", "s", "-"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = binary()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
