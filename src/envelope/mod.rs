@@ -86,6 +86,10 @@ pub enum EnvelopeError {
     /// An empty array.
     #[error("the body is an empty array")]
     NoNotifications,
+    /// Notifications whose `entry` lists are all empty: nothing to route, and kept whole
+    /// rather than answered 200 with no trace.
+    #[error("the notification has no entries")]
+    NoEntries,
 }
 
 impl EnvelopeError {
@@ -99,6 +103,7 @@ impl EnvelopeError {
             Self::MissingEntry => "missing_entry",
             Self::EntryNotAList => "entry_not_a_list",
             Self::NoNotifications => "no_notifications",
+            Self::NoEntries => "no_entries",
         }
     }
 }
@@ -119,7 +124,13 @@ pub struct Split {
 
 /// Splits a verified body, or, when it is not a notification, makes its dead letter.
 pub fn to_records(routing: &Routing, app: &str, body: &[u8], received_at: SystemTime) -> Split {
-    match split(routing, app, body, received_at) {
+    match split(routing, app, body, received_at).and_then(|records| {
+        if records.is_empty() {
+            Err(EnvelopeError::NoEntries)
+        } else {
+            Ok(records)
+        }
+    }) {
         Ok(records) => Split {
             records,
             deadletter: None,

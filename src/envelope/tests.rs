@@ -308,6 +308,18 @@ fn bodies_that_are_not_notifications_are_errors_with_a_reason() {
         let error = split(&routing(), "default", body, at(AT)).expect_err("not a notification");
         assert_eq!(error.reason(), reason, "{}", String::from_utf8_lossy(body));
     }
+    // Empty entry lists split into nothing, which is kept as a dead letter, not dropped.
+    for body in [&br#"{"entry":[]}"#[..], br#"[{"entry":[]},{"entry":[]}]"#] {
+        assert!(
+            split(&routing(), "default", body, at(AT))
+                .expect("a shape")
+                .is_empty()
+        );
+        let kept = to_records(&routing(), "default", body, at(AT));
+        assert_eq!(kept.deadletter, Some("no_entries"));
+        assert_eq!(kept.records.len(), 1);
+        assert_eq!(kept.records[0].value, body);
+    }
     for body in [
         &br#"[["whatsapp_business_account",[{"id":"1"}]]]"#[..],
         br#"["whatsapp_business_account"]"#,

@@ -65,6 +65,16 @@ fn hostile_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             br#"{"object":"whatsapp_business_account"}"#.to_vec(),
             "missing_entry",
         ),
+        (
+            "an empty entry list",
+            br#"{"object":"whatsapp_business_account","entry":[]}"#.to_vec(),
+            "no_entries",
+        ),
+        (
+            "notifications with empty entry lists",
+            br#"[{"entry":[]},{"object":"page","entry":[]}]"#.to_vec(),
+            "no_entries",
+        ),
     ]
 }
 
