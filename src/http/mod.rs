@@ -98,7 +98,7 @@ pub struct Gateway {
 /// One throttle per log line that a client without the app secret can cause, so that no
 /// client can flood the log: each is written at most once per 10 s, with how many were
 /// held back.
-pub(crate) struct OutsideLogs {
+struct OutsideLogs {
     /// Refused signatures.
     refusals: Throttle,
     /// Refused sources.
