@@ -18,6 +18,7 @@ use super::{MAX_RETRY_DELAY, Spool};
 use crate::backoff::Backoff;
 use crate::delivery::Deliverer;
 use crate::publish::PublishError;
+use crate::telemetry::Throttle;
 
 /// Entries being published at once, at most.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -42,6 +43,8 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
     let mut failures: u32 = 0;
     let mut blocked_until: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // While Kafka is down every retry fails: one line per interval says so.
+    let retrying = Throttle::new(Duration::from_secs(30));
     loop {
         let now = *mode.borrow();
         if now == Mode::Stop
@@ -79,7 +82,9 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
                     Err(error) => {
                         failures += 1;
                         let delay = RETRY.delay(failures);
-                        tracing::warn!(seq, %error, retry_in_ms = delay.as_millis() as u64, "cannot publish a spooled entry yet; it stays on the spool");
+                        if let Some(held_back) = retrying.admit() {
+                            tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "cannot publish a spooled entry yet; it stays on the spool");
+                        }
                         retries.push_front((seq, Instant::now() + delay));
                         blocked_until = Some(Instant::now() + delay);
                     }
@@ -101,7 +106,9 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
                     Err(error) => {
                         failures += 1;
                         let delay = RETRY.delay(failures);
-                        tracing::warn!(seq, %error, retry_in_ms = delay.as_millis() as u64, "Kafka did not take a spooled entry; retrying");
+                        if let Some(held_back) = retrying.admit() {
+                            tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "Kafka did not take a spooled entry; retrying");
+                        }
                         retries.push_back((seq, Instant::now() + delay));
                     }
                 }
