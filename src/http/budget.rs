@@ -218,9 +218,16 @@ impl Pieces {
 
     /// The body in one buffer of its exact size (a piece's spare room would stay
     /// allocated wherever the body is kept: the spool's read-ahead counts the body's
-    /// length); the pieces are freed.
+    /// length); the pieces are freed. A body of one piece, as most are, is not copied:
+    /// its piece gives its spare room back.
     pub fn into_bytes(self) -> bytes::Bytes {
-        self.pieces.concat().into()
+        match <[Vec<u8>; 1]>::try_from(self.pieces) {
+            Ok([mut piece]) => {
+                piece.shrink_to_fit();
+                piece.into()
+            }
+            Err(pieces) => pieces.concat().into(),
+        }
     }
 }
 

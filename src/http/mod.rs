@@ -224,6 +224,13 @@ impl Gateway {
 
     /// Counts a 503 at `cap`, logs it at most once per interval, and gives the error.
     pub(crate) fn overloaded(&self, cap: Cap) -> ApiError {
+        self.note_overload(cap);
+        ApiError::Overloaded(cap)
+    }
+
+    /// Counts a 503 at `cap` and logs it at most once per interval: for the connections
+    /// over the cap, whose 503 is answered by [`Listener::OverCapacity`].
+    pub(crate) fn note_overload(&self, cap: Cap) {
         cap.count(&self.metrics);
         if let Some(held_back) = self.logs.overloads.admit() {
             tracing::warn!(
@@ -232,7 +239,6 @@ impl Gateway {
                 "answered 503: a limit was reached"
             );
         }
-        ApiError::Overloaded(cap)
     }
 
     /// The verification handshake, with a refusal logged at most once per interval.

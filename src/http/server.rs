@@ -140,7 +140,7 @@ impl Accepting {
             Some(open) => match open.clone().try_acquire_owned() {
                 Ok(permit) => (serving.listener, &self.builder, Some(permit)),
                 Err(_) => {
-                    let _ = serving.gateway.overloaded(Cap::Connections);
+                    serving.gateway.note_overload(Cap::Connections);
                     match self.over_capacity.clone().try_acquire_owned() {
                         Ok(permit) => (
                             Listener::OverCapacity,

@@ -78,7 +78,7 @@ impl Checkpoint {
 /// The checkpoint of `dir`; the default (replay everything) when there is none or it is
 /// unreadable.
 pub fn read(dir: &Path) -> Checkpoint {
-    let Ok(bytes) = std::fs::read(dir.join("checkpoint")) else {
+    let Ok(bytes) = std::fs::read(dir.join(super::CHECKPOINT_FILE)) else {
         return Checkpoint::default();
     };
     Checkpoint::decode(&bytes).unwrap_or_else(|| {
@@ -93,7 +93,7 @@ pub fn write(dir: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     let mut file = File::create(&temporary)?;
     file.write_all(&checkpoint.encode())?;
     file.sync_data()?;
-    std::fs::rename(&temporary, dir.join("checkpoint"))
+    std::fs::rename(&temporary, dir.join(super::CHECKPOINT_FILE))
 }
 
 #[cfg(test)]

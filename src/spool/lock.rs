@@ -10,7 +10,7 @@ use std::path::Path;
 use super::SpoolError;
 
 /// The lock's file, relative to the spool directory.
-const LOCK_FILE: &str = "lock";
+pub(super) const LOCK_FILE: &str = "lock";
 
 /// The held lock; released when dropped (or when the process ends).
 #[derive(Debug)]

@@ -127,7 +127,10 @@ pub(super) fn delete_released_segments(state: &mut State) {
         state.bytes -= segment.bytes;
         if segment.keep {
             let name = segment.path.file_name().unwrap_or_default().to_owned();
-            let kept = segment.path.with_file_name("quarantine").join(name);
+            let kept = segment
+                .path
+                .with_file_name(super::QUARANTINE_DIR)
+                .join(name);
             match std::fs::rename(&segment.path, &kept) {
                 Ok(()) => {
                     tracing::warn!(path = %kept.display(), "a released segment holding corrupt bytes was moved to quarantine")

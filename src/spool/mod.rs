@@ -50,6 +50,11 @@ use log::{State, delete_released_segments, find, start_segment};
 use recovery::{quarantine, recover_segment};
 use writer::Append;
 
+/// The checkpoint's file in a spool directory.
+const CHECKPOINT_FILE: &str = "checkpoint";
+/// The folder of a spool directory where corrupt bytes are moved.
+const QUARANTINE_DIR: &str = "quarantine";
+
 /// Whether `dir` holds a spool as `serve` leaves one: its lock, its checkpoint, a segment
 /// or its quarantine. A folder with none of them (the spool's parent, a volume mounted at
 /// the wrong place) is not a spool, and commands that read one refuse it.
@@ -58,7 +63,8 @@ pub fn is_spool(dir: &Path) -> bool {
         entries.flatten().any(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            ["lock", "checkpoint", "quarantine"].contains(&name.as_ref()) || name.ends_with(".seg")
+            [lock::LOCK_FILE, CHECKPOINT_FILE, QUARANTINE_DIR].contains(&name.as_ref())
+                || name.ends_with(".seg")
         })
     })
 }
@@ -149,7 +155,7 @@ impl Spool {
     ) -> Result<(Arc<Self>, Recovery), SpoolError> {
         std::fs::create_dir_all(dir)?;
         let lock = lock::acquire(dir)?;
-        if let Err(error) = std::fs::create_dir_all(dir.join("quarantine")) {
+        if let Err(error) = std::fs::create_dir_all(dir.join(QUARANTINE_DIR)) {
             tracing::error!(dir = %dir.display(), %error, "cannot create the spool's quarantine folder; corrupt segments will be kept in place");
         }
         let checkpoint = checkpoint::read(dir);

@@ -16,7 +16,7 @@ pub(super) fn quarantine(
     bytes: &[u8],
 ) -> std::io::Result<PathBuf> {
     let path = dir
-        .join("quarantine")
+        .join(super::QUARANTINE_DIR)
         .join(format!("{segment:020}.seg.at-{offset}.bin"));
     std::fs::write(&path, bytes)?;
     Ok(path)

@@ -56,7 +56,8 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
         entries: 0,
         bytes: 0,
         oldest_entry_age_seconds: None,
-        quarantined_files: std::fs::read_dir(dir.join("quarantine")).map_or(0, Iterator::count),
+        quarantined_files: std::fs::read_dir(dir.join(super::QUARANTINE_DIR))
+            .map_or(0, Iterator::count),
         held_by: super::holder(dir),
     };
     let mut oldest: Option<u64> = None;
