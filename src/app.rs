@@ -93,11 +93,12 @@ impl App {
                 if !problems.is_empty() {
                     return Err(ConfigError::Invalid(problems).into());
                 }
+                let producer_config = options.producer_config();
                 let kafka =
                     KafkaPublisher::new(options, Some(metrics.clone())).map_err(|error| {
                         anyhow::anyhow!(
                             "creating the Kafka producer: {} (check [kafka.librdkafka])",
-                            crate::publish::kafka::describe(&error)
+                            crate::publish::kafka::describe(&error, &producer_config)
                         )
                     })?;
                 let kafka = Arc::new(kafka);
@@ -329,6 +330,16 @@ impl App {
 /// binding or connecting: the TLS files, and librdkafka's reading of `[kafka.librdkafka]`.
 /// What `check-config` adds to validation; `serve` fails on the same problems (exit 78).
 pub fn check(settings: &Settings) -> Result<(), ConfigError> {
+    let problems = check_problems(settings);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// What [`check`] finds, as sentences; [`Settings::load`] adds them to its own.
+pub fn check_problems(settings: &Settings) -> Vec<String> {
     let mut problems: Vec<String> = spool_dir_problem(settings).into_iter().collect();
     if let Err(ConfigError::Invalid(tls)) = load_tls(settings) {
         problems.extend(tls);
@@ -336,11 +347,7 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
     problems.extend(crate::publish::kafka::property_problems(&kafka_options(
         settings,
     )));
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(problems))
-    }
+    problems
 }
 
 /// Why `delivery.spool_dir` cannot hold the spool, with `ack = "spool"`: empty, a file,

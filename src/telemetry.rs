@@ -10,8 +10,15 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+    // A `RUST_LOG` that is no filter of levels (`warning`) would silence every line: the
+    // command line says so, and `log.level` applies.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|filter| crate::config::log_filter_problem(filter).is_none());
+    let filter = from_env
+        .ok_or(())
+        .and_then(|filter| EnvFilter::try_new(filter).map_err(drop))
+        .or_else(|()| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

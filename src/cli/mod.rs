@@ -208,9 +208,25 @@ fn is_closed_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
+/// The settings, loaded and checked the one way every command does (DESIGN §2): every
+/// problem named at once (exit 78), no value shown that may be secret.
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     warn_of_misnamed_variables();
-    Ok(Settings::load(config.as_deref(), std::env::vars())?)
+    warn_of_unreadable_rust_log();
+    Ok(Settings::load(config, std::env::vars())?)
+}
+
+/// Says on standard error when `RUST_LOG` is not a log filter: it would silence every line
+/// (`warning` reads as a target), so `log.level` applies instead.
+fn warn_of_unreadable_rust_log() {
+    if let Ok(filter) = std::env::var("RUST_LOG")
+        && let Some(problem) = crate::config::log_filter_problem(&filter)
+    {
+        eprintln!(
+            "waba-gateway: warning: RUST_LOG is ignored: {}",
+            problem.replacen("log.level", "RUST_LOG", 1)
+        );
+    }
 }
 
 /// Says which `WABA_GATEWAY_…` variables look meant for the settings but are not read.
@@ -221,7 +237,7 @@ fn warn_of_misnamed_variables() {
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = load(config)?;
+    let settings = load(config.as_deref())?;
     crate::telemetry::init(&settings.log.level, settings.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,8 +255,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = load(config)?;
-    crate::app::check(&settings)?;
+    let settings = load(config.as_deref())?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", settings.to_redacted_toml()).context("writing to standard output")?;
     let bound = settings.memory_bound_bytes();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{From, UsageError, warn_of_misnamed_variables};
-use crate::config::{ConfigError, Settings};
+use super::{From, UsageError};
+use crate::config::Settings;
 use crate::delivery::Deliverer;
 use crate::metrics::Metrics;
 use crate::publish::Sink;
@@ -17,14 +17,10 @@ use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
 use crate::replay::ReplayOptions;
 use crate::tail::{Selection, TailOptions};
 
-/// The settings a reader needs, checked: the layers and the topic layout.
+/// The settings, loaded and checked as every command does, with the log set to warnings
+/// (the command's own output is what matters).
 pub(super) fn kafka_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
-    warn_of_misnamed_variables();
-    let (settings, mut problems) = Settings::load_layers(config, std::env::vars())?;
-    problems.extend(settings.kafka.routing().problems());
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems).into());
-    }
+    let settings = super::load(config)?;
     crate::telemetry::init("warn", settings.log.format);
     Ok(settings)
 }
@@ -147,10 +143,11 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let consumer = options.consumer_config();
     let terminal = std::io::stderr().is_terminal();
     let summary = runtime.block_on(async {
+        let producer_config = options.producer_config();
         let publisher = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
             anyhow::anyhow!(
                 "creating the Kafka producer: {}",
-                crate::publish::kafka::describe(&error)
+                crate::publish::kafka::describe(&error, &producer_config)
             )
         })?);
         let metrics = Arc::new(Metrics::new(routing.known_topics()));

@@ -127,10 +127,11 @@ fn drain(
                 .with_context(|| format!("opening the spool in {}", dir.display()))?;
         // Nothing is appended by a drain: this bounds what it publishes at once.
         spool.read_ahead(settings.delivery.forward_read_ahead_bytes());
+        let producer_config = options.producer_config();
         let kafka = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
             anyhow::anyhow!(
                 "creating the Kafka producer: {}",
-                crate::publish::kafka::describe(&error)
+                crate::publish::kafka::describe(&error, &producer_config)
             )
         })?);
         let reach = deadline

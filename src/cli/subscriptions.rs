@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use secrecy::SecretString;
 
-use super::{Failed, UsageError, warn_of_misnamed_variables};
-use crate::config::{ConfigError, Settings};
+use super::{Failed, UsageError};
+use crate::config::ConfigError;
 
 /// Options every `subscriptions` action takes.
 #[derive(Debug, clap::Args)]
@@ -110,13 +110,7 @@ pub(super) fn run(action: SubscriptionAction) -> anyhow::Result<()> {
     {
         crate::graph::check_callback_url(url).map_err(UsageError)?;
     }
-    warn_of_misnamed_variables();
-    let (settings, problems) =
-        Settings::load_layers(graph_args.config.as_deref(), std::env::vars())?;
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems).into());
-    }
-    crate::telemetry::init("warn", settings.log.format);
+    let settings = super::readers::kafka_settings(graph_args.config.as_deref())?;
     let token = match (&graph_args.token, &settings.graph.access_token) {
         (Some(token), _) if token.is_empty() => {
             return Err(UsageError(

@@ -159,10 +159,15 @@ fn connect_and(args: &TopicsArgs, apply: bool) -> anyhow::Result<()> {
     let (settings, specs) = specs(args)?;
     let brokers = resolve_brokers(&settings, args.brokers.clone())?;
     let options = kafka_options(&settings, brokers.clone(), std::time::Duration::ZERO);
-    let admin: AdminClient<ClientLog> = options
-        .consumer_config()
+    let admin_config = options.consumer_config();
+    let admin: AdminClient<ClientLog> = admin_config
         .create_with_context(ClientLog::new(&brokers))
-        .context("creating the Kafka admin client")?;
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "creating the Kafka admin client: {}",
+                crate::publish::kafka::describe(&error, &admin_config)
+            )
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
+use super::types::type_problems;
 use super::unknown::{Sources, unknown_keys};
 use super::{
     AckMode, AppSettings, ConfigError, DEMO_SECRET, DEMO_VERIFY_TOKEN, LogFormat, Settings,
@@ -25,6 +26,7 @@ impl Settings {
             settings.apps.insert("default".to_owned(), demo_app());
         }
         problems.extend(settings.problems());
+        problems.extend(crate::app::check_problems(&settings));
         if problems.is_empty() {
             Ok(settings)
         } else {
@@ -32,10 +34,10 @@ impl Settings {
         }
     }
 
-    /// Loads the layers and reads `*_file` secrets, without checking that the settings can
-    /// run a gateway: for commands that need only a part of them (`subscriptions`). Returns
-    /// the problems met reading secret files.
-    pub fn load_layers(
+    /// Loads the layers and reads `*_file` secrets. Returns the settings with the problems
+    /// met on the way (unknown keys, values of the wrong type, secret files that cannot be
+    /// be read), or only the problems when the layers cannot be read into settings at all.
+    fn load_layers(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Self, Vec<String>), ConfigError> {
@@ -43,8 +45,14 @@ impl Settings {
             .into_iter()
             .filter(|(key, _)| key.starts_with("WABA_GATEWAY__"))
             .collect();
+        let text = file.and_then(|path| std::fs::read_to_string(path).ok());
+        if let (Some(path), Some(text)) = (file, &text)
+            && let Some(problem) = syntax_problem(path, text)
+        {
+            return Err(ConfigError::Invalid(vec![problem]));
+        }
         let sources = Sources {
-            file: file.and_then(|path| Some((path, std::fs::read_to_string(path).ok()?))),
+            file: file.zip(text),
             env: &env,
         };
         let mut builder = config::Config::builder();
@@ -64,28 +72,41 @@ impl Settings {
             )
             .build()
             .map_err(|error| ConfigError::Invalid(vec![in_our_words(&error)]))?;
-        // Every key the settings do not read is named, each with where it was written,
-        // before (and besides) the first value that cannot be read.
-        let tree: serde_json::Value = layered
-            .clone()
+        // Every key the settings do not read is named, each with where it was written, and
+        // every value of the wrong type, all before the settings are read.
+        let mut tree: serde_json::Value = layered
             .try_deserialize()
             .map_err(|error| ConfigError::Invalid(vec![in_our_words(&error)]))?;
         let mut problems: Vec<String> = unknown_keys(&tree)
             .iter()
             .map(|path| sources.describe(path))
             .collect();
-        let mut settings = match layered.try_deserialize::<Settings>() {
-            Ok(settings) if problems.is_empty() => settings,
-            Ok(_) => return Err(ConfigError::Invalid(problems)),
-            Err(error) => {
-                problems.push(in_our_words(&error));
-                return Err(ConfigError::Invalid(problems));
+        problems.extend(type_problems(&mut tree, &sources));
+        // What the types let through and the settings still cannot read (a negative count,
+        // an address that does not parse) is named and set aside, key after key.
+        let mut unreadable = Vec::new();
+        let mut settings = loop {
+            match serde_path_to_error::deserialize::<_, Settings>(&tree) {
+                Ok(settings) => break settings,
+                Err(error) => {
+                    let path = error.path().to_string();
+                    unreadable.push(format!(
+                        "{path} ({}): {}",
+                        sources.origin(&path),
+                        without_value(&error.inner().to_string())
+                    ));
+                    if unreadable.len() >= 32 || !remove(&mut tree, &path) {
+                        problems.append(&mut unreadable);
+                        return Err(ConfigError::Invalid(problems));
+                    }
+                }
             }
         };
+        problems.append(&mut unreadable);
         let kafka = &mut settings.kafka;
         kafka.librdkafka.0 = dotted(std::mem::take(&mut kafka.librdkafka.0));
         kafka.librdkafka_files = dotted(std::mem::take(&mut kafka.librdkafka_files));
-        let problems = settings.read_secret_files();
+        problems.extend(settings.read_secret_files());
         Ok((settings, problems))
     }
 
@@ -144,6 +165,103 @@ impl Settings {
         );
         problems
     }
+}
+
+/// Why `text` (the TOML file at `path`) cannot be parsed: the file, line, column and the
+/// key being written, never the line itself, which may hold a secret.
+fn syntax_problem(path: &Path, text: &str) -> Option<String> {
+    let error = toml_edit::ImDocument::parse(text).err()?;
+    let at = error.span().map_or(0, |span| span.start).min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |start| start.chars().count()) + 1;
+    let key = key_on_line(text, line).map_or(String::new(), |key| format!(", in {key}"));
+    // The parser's message may quote what it read: only its wording up to the first quote.
+    let message = error.message().lines().next().unwrap_or_default();
+    let message = message
+        .split(['"', '\'', '`'])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches([',', ':']);
+    Some(format!(
+        "{} line {line}, column {column}{key} is not valid TOML ({message}); the line is not \
+         shown, as it may hold a secret: look for a missing quote, bracket or `=`",
+        path.display()
+    ))
+}
+
+/// The key written on line `number` (1-based) of `text`, with the table it is in
+/// (`apps.default.secret`), when the line starts with a plain key and `=`.
+fn key_on_line(text: &str, number: usize) -> Option<String> {
+    let mut table = String::new();
+    for (at, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if at + 1 == number {
+            let (key, _) = line.split_once('=')?;
+            let key = key.trim();
+            let plain = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'));
+            return plain.then(|| {
+                let key = key.replace('"', "");
+                if table.is_empty() {
+                    key
+                } else {
+                    format!("{table}.{key}")
+                }
+            });
+        }
+        if let Some(header) = line.strip_prefix('[')
+            && let Some((name, _)) = header.trim_start_matches('[').split_once(']')
+        {
+            table = name.trim().replace('"', "");
+        }
+    }
+    None
+}
+
+/// Removes the value at `path` (`server.listen`) from `tree`, so that its default applies;
+/// false when there is none.
+fn remove(tree: &mut serde_json::Value, path: &str) -> bool {
+    let Some((parent, key)) = path.rsplit_once('.') else {
+        return tree
+            .as_object_mut()
+            .is_some_and(|members| members.remove(path).is_some());
+    };
+    parent
+        .split('.')
+        .try_fold(tree, |node, segment| node.get_mut(segment))
+        .and_then(serde_json::Value::as_object_mut)
+        .is_some_and(|members| members.remove(key).is_some())
+}
+
+/// serde's message without the value it quotes (`invalid value: integer \`-5\`, expected
+/// u64` becomes `invalid value, expected a whole number, 0 or more`): the value may be a secret.
+fn without_value(message: &str) -> String {
+    let mut words = message.split('`');
+    let mut kept = words
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .trim_end_matches(" integer")
+        .trim_end_matches(" string")
+        .trim_end_matches(':')
+        .to_owned();
+    // Every other part is quoted; the parts after a quote are kept.
+    for (at, part) in words.enumerate() {
+        if at % 2 == 1 {
+            kept.push_str(part);
+        }
+    }
+    for unsigned in ["u8", "u16", "u32", "u64", "usize"] {
+        kept = kept.replace(
+            &format!("expected {unsigned}"),
+            "expected a whole number, 0 or more",
+        );
+    }
+    kept
 }
 
 /// A loading error as a sentence that names the key and says what to write, rather than

@@ -7,6 +7,7 @@
 
 mod load;
 mod redact;
+mod types;
 mod unknown;
 mod validate;
 
@@ -25,6 +26,7 @@ use load::{secret_list, string_list};
 pub use redact::{LibrdkafkaProperties, is_shown_property};
 use redact::{redact_list, redact_option};
 pub use unknown::misnamed_variables;
+pub use validate::log_filter_problem;
 
 /// Secret and verify token of the demo app that `serve` runs on embedded Kafka when no app
 /// is configured. Public on purpose: the README's quickstart signs with them.

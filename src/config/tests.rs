@@ -77,6 +77,8 @@ fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
                 "WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_MECHANISM",
                 "SCRAM-SHA-512",
             ),
+            ("WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_USERNAME", "gateway"),
+            ("WABA_GATEWAY__KAFKA__LIBRDKAFKA__SASL_PASSWORD", "password"),
             ("UNRELATED", "ignored"),
         ]),
     )
@@ -313,8 +315,20 @@ fn every_unknown_key_is_named_in_one_run_with_where_it_was_written() {
                 "server.max_body_byte ({name} line 3) is not a setting: did you mean \
                  \"max_body_bytes\"?"
             ),
-            "delivery.ack: \"bogus\" is not one of \"spool\", \"kafka\", \"none\": write one of \
-             those"
+            "delivery.ack (environment variable WABA_GATEWAY__DELIVERY__ACK) is \"bogus\", not \
+             one of \"spool\", \"kafka\", \"none\": write one of those"
+                .to_owned(),
+            // Not staged: what the settings say once read, and what librdkafka says of its
+            // properties, in the same run.
+            "apps.shop.secret is missing: set secret or secret_file to the Meta app secret (App \
+             Dashboard > App settings > Basic)"
+                .to_owned(),
+            "apps.shop.verify_token is missing: set verify_token or verify_token_file to the \
+             token entered in the app's Webhooks settings"
+                .to_owned(),
+            "kafka.librdkafka.\"any.property\" is not a librdkafka property (see librdkafka's \
+             CONFIGURATION.md for the names; Java client properties such as sasl.jaas.config do \
+             not apply)"
                 .to_owned(),
         ]
     );
@@ -325,17 +339,80 @@ fn a_value_of_the_wrong_kind_says_what_to_write() {
     let message = env_problems(&[("WABA_GATEWAY__SERVER__MAX_BODY_BYTES", "4MB")]);
     assert_eq!(
         message,
-        "server.max_body_bytes (the environment) is string \"4MB\": write an integer"
+        "server.max_body_bytes (environment variable WABA_GATEWAY__SERVER__MAX_BODY_BYTES) is \
+         \"4MB\": write a whole number"
     );
     let message = env_problems(&[("WABA_GATEWAY__LOG__FORMAT", "yaml")]);
     assert_eq!(
         message,
-        "log.format: \"yaml\" is not one of \"text\", \"json\": write one of those"
+        "log.format (environment variable WABA_GATEWAY__LOG__FORMAT) is \"yaml\", not one of \
+         \"text\", \"json\": write one of those"
     );
     let message = env_problems(&[("WABA_GATEWAY__ROUTING__SPLIT", "items")]);
     assert_eq!(
         message,
-        "routing.split: \"items\" is not one of \"change\", \"item\": write one of those"
+        "routing.split (environment variable WABA_GATEWAY__ROUTING__SPLIT) is \"items\", not one \
+         of \"change\", \"item\": write one of those"
+    );
+}
+
+#[test]
+fn lax_types_are_refused_all_at_once_in_the_order_of_the_keys() {
+    let file = file(
+        "[server]\nmax_connections = 6.5\n[kafka]\nbrokers = 9092\ncloudevents = \"off\"\n\
+         [kafka.librdkafka]\n\"linger.ms\" = 5\n[apps.default]\nsecret = 12345\n\
+         verify_token = \"t\"\n",
+    );
+    let name = file.path().display();
+    let message = problems(Settings::load(
+        Some(file.path()),
+        env(&[
+            ("WABA_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT_MS", "off"),
+            ("WABA_GATEWAY__DELIVERY__ACK", "Spool"),
+        ]),
+    ));
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            // A secret of the wrong type is named, never quoted.
+            format!("apps.default.secret ({name} line 9) is a number: write text in quotes"),
+            "delivery.ack (environment variable WABA_GATEWAY__DELIVERY__ACK) is \"Spool\", not \
+             one of \"spool\", \"kafka\", \"none\": write one of those"
+                .to_owned(),
+            format!("kafka.brokers ({name} line 4) is a number: write text in quotes"),
+            format!(
+                "kafka.cloudevents ({name} line 5) is \"off\": write true or false (without \
+                 quotes)"
+            ),
+            format!("server.max_connections ({name} line 2) is 6.5: write a whole number"),
+            "shutdown.drain_timeout_ms (environment variable \
+             WABA_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT_MS) is \"off\": write a whole number"
+                .to_owned(),
+        ]
+    );
+    // The same run, twice: the same lines.
+    let again = problems(Settings::load(
+        Some(file.path()),
+        env(&[
+            ("WABA_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT_MS", "off"),
+            ("WABA_GATEWAY__DELIVERY__ACK", "Spool"),
+        ]),
+    ));
+    assert_eq!(again, message);
+}
+
+#[test]
+fn a_syntax_error_names_file_line_column_and_key_but_never_the_line() {
+    let file = file("[apps.default]\nverify_token = \"t\"\nsecret = \"MARKED-SECRET\n");
+    let message = problems(Settings::load(Some(file.path()), env(&[])));
+    assert!(!message.contains("MARKED"), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "{} line 3, column 24, in apps.default.secret is not valid TOML (",
+            file.path().display()
+        )),
+        "{message}"
     );
 }
 

@@ -21,14 +21,7 @@ pub(super) struct Sources<'a> {
 impl Sources<'_> {
     /// One sentence for the unknown key at `path` (`server.listen_addr`).
     pub fn describe(&self, path: &str) -> String {
-        let origin = match (self.variable(path), &self.file) {
-            (Some(variable), _) => format!("environment variable {variable}"),
-            (None, Some((file, text))) => match line_of(text, path) {
-                Some(line) => format!("{} line {line}", file.display()),
-                None => file.display().to_string(),
-            },
-            (None, None) => "the settings".to_owned(),
-        };
+        let origin = self.origin(path);
         let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
         let known = known_keys(section).unwrap_or_default();
         let hint = match closest(key, &known) {
@@ -39,8 +32,21 @@ impl Sources<'_> {
         format!("{path} ({origin}) is not a setting: {hint}")
     }
 
+    /// Where the key at `path` was written: the environment variable, or the file and
+    /// line.
+    pub fn origin(&self, path: &str) -> String {
+        match (self.variable(path), &self.file) {
+            (Some(variable), _) => format!("environment variable {variable}"),
+            (None, Some((file, text))) => match line_of(text, path) {
+                Some(line) => format!("{} line {line}", file.display()),
+                None => file.display().to_string(),
+            },
+            (None, None) => "the settings".to_owned(),
+        }
+    }
+
     /// The variable that set `path`, if one did.
-    fn variable(&self, path: &str) -> Option<&str> {
+    pub fn variable(&self, path: &str) -> Option<&str> {
         let wanted = format!("WABA_GATEWAY__{}", path.replace('.', "__"));
         self.env
             .keys()
@@ -100,16 +106,9 @@ fn known_keys(section: &str) -> Option<Vec<String>> {
     let segments: Vec<&str> = section.split('.').filter(|s| !s.is_empty()).collect();
     let node = match segments.as_slice() {
         ["apps"] | ["kafka", "topics" | "librdkafka" | "librdkafka_files"] => return None,
-        ["apps", _] => json(&AppSettings::default()),
-        ["server", "tls"] => json(&TlsSettings {
-            cert_file: Default::default(),
-            key_file: Default::default(),
-            client_ca_file: None,
-            client_names: Vec::new(),
-            reload_interval_ms: 0,
-        }),
+        ["apps", _] => app_shape(),
         path => {
-            let mut node = json(&Settings::default());
+            let mut node = settings_shape();
             for segment in path {
                 node = node[*segment].take();
             }
@@ -120,6 +119,25 @@ fn known_keys(section: &str) -> Option<Vec<String>> {
         serde_json::Value::Object(members) => Some(members.keys().cloned().collect()),
         _ => None,
     }
+}
+
+/// The settings' defaults as JSON, with `[server.tls]` present: the keys and, by their
+/// defaults, the types of every setting (an optional key that is absent is `null`).
+pub(super) fn settings_shape() -> serde_json::Value {
+    let mut shape = json(&Settings::default());
+    shape["server"]["tls"] = json(&TlsSettings {
+        cert_file: Default::default(),
+        key_file: Default::default(),
+        client_ca_file: None,
+        client_names: Vec::new(),
+        reload_interval_ms: 0,
+    });
+    shape
+}
+
+/// [`settings_shape`] of one `[apps.<name>]`.
+pub(super) fn app_shape() -> serde_json::Value {
+    json(&AppSettings::default())
 }
 
 fn json(value: &impl Serialize) -> serde_json::Value {

@@ -130,14 +130,11 @@ impl Settings {
                     .to_owned(),
             );
         }
-        if let Some(problem) = log_level_problem(&self.log.level) {
+        if let Some(problem) = log_filter_problem(&self.log.level) {
             problems.push(problem);
         }
-        let base_url = &self.graph.base_url;
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            problems.push(format!(
-                "graph.base_url = {base_url:?} needs a scheme: \"https://graph.facebook.com\""
-            ));
+        if let Err(problem) = crate::graph::check_base_url(&self.graph.base_url) {
+            problems.push(problem);
         }
         let smallest_spool = 2 * (server.max_body_bytes + 1024);
         if self.delivery.ack == AckMode::Spool && self.delivery.spool_max_bytes < smallest_spool {
@@ -255,7 +252,7 @@ const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 /// Why `level` is not a log filter: each comma-separated part must be a level, or
 /// `target=level`. (The tracing filter would read `warning` as a target and log nothing.)
-fn log_level_problem(level: &str) -> Option<String> {
+pub fn log_filter_problem(level: &str) -> Option<String> {
     let valid = !level.trim().is_empty()
         && level.split(',').all(|directive| {
             let level = directive

@@ -420,6 +420,9 @@ impl GraphClient {
             None => Bytes::new(),
         };
         let (status, headers, body) = self.exchange(url, request, payload).await?;
+        // Graph (or a proxy on the way) may echo the token in an error: nothing shown
+        // from an answer ever carries it.
+        let body = mask_token(body, self.token.expose_secret());
         let usage = headers
             .get("x-business-use-case-usage")
             .and_then(|value| value.to_str().ok())
@@ -445,6 +448,23 @@ impl GraphClient {
             _ => Err(unexpected()),
         }
     }
+}
+
+/// `body` with every occurrence of `token` replaced by `***`.
+fn mask_token(body: Bytes, token: &str) -> Bytes {
+    let token = token.as_bytes();
+    if token.len() < 4 || memchr::memmem::find(&body, token).is_none() {
+        return body;
+    }
+    let mut masked = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = memchr::memmem::find(rest, token) {
+        masked.extend_from_slice(&rest[..at]);
+        masked.extend_from_slice(b"***");
+        rest = &rest[at + token.len()..];
+    }
+    masked.extend_from_slice(rest);
+    Bytes::from(masked)
 }
 
 /// What to do after a throttled attempt.

@@ -149,7 +149,7 @@ pub fn consumer(
     config.create_with_context(log).map_err(|error| {
         anyhow::anyhow!(
             "creating the Kafka consumer: {}",
-            super::kafka::describe(&error)
+            super::kafka::describe(&error, config)
         )
     })
 }

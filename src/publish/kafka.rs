@@ -13,7 +13,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaConfRes;
 
 use super::client_log::ClientLog;
@@ -183,13 +183,91 @@ pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
     {
         problems.push(describe_hiding(&error, &options.hidden));
     }
+    for key in [
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.keystore.location",
+        "ssl.crl.location",
+        "sasl.kerberos.keytab",
+    ] {
+        let Some(path) = options.librdkafka.get(key) else {
+            continue;
+        };
+        if key == "ssl.ca.location" && path == "probe" {
+            continue;
+        }
+        let readable = std::fs::metadata(path).and_then(|metadata| {
+            if metadata.is_dir() && key == "ssl.ca.location" {
+                std::fs::read_dir(path).map(drop)
+            } else {
+                std::fs::File::open(path).map(drop)
+            }
+        });
+        if let Err(error) = readable {
+            let shown = if crate::config::is_shown_property(key) && !options.hidden.contains(key) {
+                format!(" = {path:?}")
+            } else {
+                String::new()
+            };
+            problems.push(format!(
+                "kafka.librdkafka.\"{key}\"{shown} cannot be read ({error}); the client needs \
+                 this file to connect: mount it, or correct the path"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        // librdkafka checks the rest (certificate and key files, SASL mechanisms this
+        // build lacks) only when a client is created: one with no broker to reach.
+        let mut config = options.producer_config();
+        config.set("bootstrap.servers", "");
+        if let Err(error) = config.create_with_context::<_, BaseProducer<Quiet>>(Quiet) {
+            problems.push(format!(
+                "[kafka.librdkafka]: librdkafka cannot create a client with these properties: {}",
+                mask_values(&describe_hiding(&error, &options.hidden), &config, &options.hidden)
+            ));
+        }
+    }
     problems
 }
 
-/// A client error in the gateway's words, without the property value librdkafka's own
-/// text carries (it may be a password).
-pub fn describe(error: &KafkaError) -> String {
-    describe_hiding(error, &std::collections::BTreeSet::new())
+/// A client context that logs nothing: for the client [`property_problems`] creates only
+/// to see whether it can be created.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+}
+
+impl rdkafka::producer::ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// A client error in the gateway's words, for a client built from `config`: no property
+/// value is quoted, and any value of `config` that may be secret is masked in librdkafka's
+/// own text.
+pub fn describe(error: &KafkaError, config: &ClientConfig) -> String {
+    let every: std::collections::BTreeSet<String> = config.config_map().keys().map(|key| (*key).to_owned()).collect();
+    mask_values(&describe_hiding(error, &every), config, &every)
+}
+
+/// `text` with every value of `config` that may be secret (a property in `hidden`, or whose
+/// value is not known to be safe to print) replaced by `***`.
+fn mask_values(
+    text: &str,
+    config: &ClientConfig,
+    hidden: &std::collections::BTreeSet<String>,
+) -> String {
+    let mut masked = text.to_owned();
+    for (key, value) in config.config_map() {
+        let named_by_us = ["bootstrap.servers", "client.id", "group.id"].contains(&key);
+        let secret = hidden.contains(key) || !crate::config::is_shown_property(key);
+        if secret && !named_by_us && value.len() >= 4 {
+            masked = masked.replace(value, "***");
+        }
+    }
+    masked
 }
 
 /// [`describe`], never showing the value of a property in `hidden`.
