@@ -174,7 +174,11 @@ fn syntax_problem(path: &Path, text: &str) -> Option<String> {
     let at = error.span().map_or(0, |span| span.start).min(text.len());
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |start| start.chars().count()) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |start| start.chars().count())
+        + 1;
     let key = key_on_line(text, line).map_or(String::new(), |key| format!(", in {key}"));
     // The parser's message may quote what it read: only its wording up to the first quote.
     let message = error.message().lines().next().unwrap_or_default();
@@ -205,7 +209,7 @@ fn key_on_line(text: &str, number: usize) -> Option<String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'));
             return plain.then(|| {
-                let key = key.replace('"', "");
+                let key = key.to_owned();
                 if table.is_empty() {
                     key
                 } else {
@@ -216,7 +220,7 @@ fn key_on_line(text: &str, number: usize) -> Option<String> {
         if let Some(header) = line.strip_prefix('[')
             && let Some((name, _)) = header.trim_start_matches('[').split_once(']')
         {
-            table = name.trim().replace('"', "");
+            table = name.trim().to_owned();
         }
     }
     None

@@ -224,7 +224,11 @@ pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
         if let Err(error) = config.create_with_context::<_, BaseProducer<Quiet>>(Quiet) {
             problems.push(format!(
                 "[kafka.librdkafka]: librdkafka cannot create a client with these properties: {}",
-                mask_values(&describe_hiding(&error, &options.hidden), &config, &options.hidden)
+                mask_values(
+                    &describe_hiding(&error, &options.hidden),
+                    &config,
+                    &options.hidden
+                )
             ));
         }
     }
@@ -248,7 +252,11 @@ impl rdkafka::producer::ProducerContext for Quiet {
 /// value is quoted, and any value of `config` that may be secret is masked in librdkafka's
 /// own text.
 pub fn describe(error: &KafkaError, config: &ClientConfig) -> String {
-    let every: std::collections::BTreeSet<String> = config.config_map().keys().map(|key| (*key).to_owned()).collect();
+    let every: std::collections::BTreeSet<String> = config
+        .config_map()
+        .keys()
+        .map(|key| (*key).to_owned())
+        .collect();
     mask_values(&describe_hiding(error, &every), config, &every)
 }
 

@@ -341,7 +341,7 @@ fn an_invalid_librdkafka_value_is_a_configuration_error_quoting_only_safe_values
 /// Runs the binary with `args` in `dir` with `env` on top of loopback listeners, bounded
 /// to 20 s (a `serve` that is not refused is stopped); returns the exit code and
 /// everything printed.
-fn run_bounded(
+pub(crate) fn run_bounded(
     args: &[&std::ffi::OsStr],
     dir: &std::path::Path,
     env: &[(&str, &str)],
@@ -406,7 +406,7 @@ fn check_config_and_serve_refuse_what_serve_cannot_run_with_exit_78() {
         ),
         (
             &[("WABA_GATEWAY__GRAPH__BASE_URL", "graph.facebook.com")],
-            "graph.base_url = \"graph.facebook.com\" needs a scheme",
+            "graph.base_url = \"graph.facebook.com\" must be https://",
         ),
         (
             &[("WABA_GATEWAY__LOG__LEVEL", "warning")],

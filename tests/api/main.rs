@@ -4,6 +4,7 @@
 mod apps;
 mod binary;
 mod deploy_artifacts;
+mod every_command;
 mod helpers;
 mod hostile;
 mod items;

@@ -515,7 +515,11 @@ async fn doctor(graph: &FakeGraph, callback: &str, verify_token: &str, json: boo
             &format!(
                 "subscriptions doctor --waba-id {WABA} --token {TOKEN} --callback-url {callback}{json}"
             ),
-            &[("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", verify_token)],
+            // The gateway's configuration as doctor reads it: an app, with its secret.
+            &[
+                ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", verify_token),
+                ("WABA_GATEWAY__APPS__DEFAULT__SECRET", "app-secret"),
+            ],
         )
         .await
 }
@@ -756,4 +760,34 @@ async fn graph_calls_go_through_the_https_proxy_of_the_environment() {
     );
     assert_eq!(exempt.status.code(), Some(1));
     assert!(stderr(&exempt).contains("127.0.0.2"), "{}", stderr(&exempt));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_graph_or_a_proxy_echoes_is_never_printed() {
+    let graph = FakeGraph::start(vec![
+        graph_error(
+            400,
+            190,
+            &format!("Invalid OAuth access token - Cannot parse access token {TOKEN}"),
+        ),
+        (
+            403,
+            vec![],
+            format!("<html>denied by proxy: Authorization: Bearer {TOKEN}</html>"),
+        ),
+    ])
+    .await;
+    for expected in ["Graph API error: Invalid OAuth", "unexpected answer"] {
+        let output = graph
+            .run(
+                &format!("subscriptions list --waba-id {WABA} --token {TOKEN}"),
+                &[],
+            )
+            .await;
+        let printed = format!("{}{}", stdout(&output), stderr(&output));
+        assert_eq!(output.status.code(), Some(1), "{printed}");
+        assert!(printed.contains(expected), "{printed}");
+        assert!(printed.contains("***"), "the token is masked: {printed}");
+        assert!(!printed.contains(TOKEN), "{printed}");
+    }
 }
