@@ -184,10 +184,43 @@ fn drain(
     });
     runtime.shutdown_background();
     let forwarded = outcome?;
+    let quarantined = quarantined_files(&dir);
+    if quarantined.is_empty() {
+        return writeln!(
+            std::io::stdout().lock(),
+            "forwarded {forwarded} entries from {} to Kafka; the spool is empty",
+            dir.display()
+        )
+        .context("writing to standard output");
+    }
+    // Entries may be in those bytes: the volume is not to be deleted on this run's word.
     writeln!(
         std::io::stdout().lock(),
-        "forwarded {forwarded} entries from {} to Kafka; the spool is empty",
-        dir.display()
+        "forwarded {forwarded} entries from {} to Kafka; NOT empty: quarantine/ holds {} \
+         file(s) of bytes that could not be read as entries, and were not forwarded:\n{}\
+         Keep the volume until someone has looked at them (README, \"Spool quarantine\"); \
+         remove them, then run drain again, to finish",
+        dir.display(),
+        quarantined.len(),
+        quarantined
+            .iter()
+            .map(|file| format!("  {}\n", file.display()))
+            .collect::<String>()
     )
-    .context("writing to standard output")
+    .context("writing to standard output")?;
+    Err(super::Failed.into())
+}
+
+/// The files in `dir`'s `quarantine/`, sorted.
+fn quarantined_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("quarantine"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }

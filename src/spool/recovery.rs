@@ -58,8 +58,20 @@ pub(super) fn recover_segment(
                 offset += len;
             }
             frame::Scanned::Torn if newest => {
-                tracing::warn!(path = %path.display(), bytes = data.len() - offset, "truncating a torn write at the end of the spool (never acknowledged)");
-                recovery.torn_bytes += (data.len() - offset) as u64;
+                // A write cut short by a crash is never acknowledged (the answer waits for
+                // the sync); damage to the end of an acknowledged entry looks the same. The
+                // bytes are kept before the cut, so that neither is lost unseen.
+                let bytes = data.len() - offset;
+                match quarantine(dir, first, offset as u64, &data[offset..]) {
+                    Ok(at) => {
+                        tracing::warn!(path = %path.display(), offset, bytes, quarantine = %at.display(), "the end of the newest spool segment is not a whole entry: copied to quarantine, then cut off. A write cut short by a crash was never acknowledged (Meta sends it again); if the disk was damaged instead, the copy holds what is left of an entry");
+                        recovery.quarantined += 1;
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %path.display(), offset, bytes, %error, "the end of the newest spool segment is not a whole entry and could not be copied to quarantine; cut off (a write cut short by a crash was never acknowledged)");
+                    }
+                }
+                recovery.torn_bytes += bytes as u64;
                 valid_bytes = offset;
                 break;
             }

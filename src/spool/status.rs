@@ -25,6 +25,23 @@ pub struct Status {
     pub quarantined_files: usize,
     /// The process holding the directory, if one does.
     pub held_by: Option<u32>,
+    /// Byte ranges of the segments that are not whole entries, so not counted in
+    /// `entries`: a torn write at the end, or damage. The gateway or `spool drain` copies
+    /// them to `quarantine/` when it opens the spool.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A byte range of a segment that holds no whole entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// The segment file's name.
+    pub segment: String,
+    /// Where the range starts in it.
+    pub offset: u64,
+    /// Its length.
+    pub bytes: u64,
+    /// Whether it runs to the end of the segment (what a crash mid-write leaves).
+    pub at_end: bool,
 }
 
 impl Status {
@@ -38,13 +55,26 @@ impl Status {
             .map_or("none (safe to drain)".to_owned(), |pid| {
                 format!("process {pid}")
             });
-        format!(
+        let mut text = format!(
             "spool {}\n  entries not yet in Kafka: {}\n  bytes on disk: {}\n  oldest entry: {age}\n  quarantined files: {}\n  held by: {holder}\n",
             self.dir.display(),
             self.entries,
             self.bytes,
             self.quarantined_files,
-        )
+        );
+        for range in &self.unreadable {
+            let what = if range.at_end {
+                "a torn write at the end (a crash mid-write) or damage"
+            } else {
+                "damage"
+            };
+            text.push_str(&format!(
+                "  unreadable: {} at byte {}, {} bytes ({what}): the entries there are not \
+                 counted above; opening the spool copies them to quarantine/\n",
+                range.segment, range.offset, range.bytes
+            ));
+        }
+        text
     }
 }
 
@@ -59,6 +89,7 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
         quarantined_files: std::fs::read_dir(dir.join(super::QUARANTINE_DIR))
             .map_or(0, Iterator::count),
         held_by: super::holder(dir),
+        unreadable: Vec::new(),
     };
     let mut oldest: Option<u64> = None;
     for entry in std::fs::read_dir(dir)? {
@@ -69,7 +100,21 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
         let data = std::fs::read(&path)?;
         status.bytes += data.len() as u64;
         let mut offset = 0;
-        while let Scanned::Frame { seq, len } = frame::scan(&data[offset..]) {
+        while offset < data.len() {
+            let Scanned::Frame { seq, len } = frame::scan(&data[offset..]) else {
+                let next = frame::resync(&data, offset);
+                let end = next.unwrap_or(data.len());
+                status.unreadable.push(Unreadable {
+                    segment: path
+                        .file_name()
+                        .map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
+                    offset: offset as u64,
+                    bytes: (end - offset) as u64,
+                    at_end: next.is_none(),
+                });
+                offset = end;
+                continue;
+            };
             if !checkpoint.covers(seq) {
                 status.entries += 1;
                 if let Some((_, entry)) = frame::decode(&data[offset..offset + len]) {

@@ -161,6 +161,7 @@ async fn a_torn_write_at_the_end_is_truncated_on_open() {
     spool.close();
     drop(spool);
     let newest = segments(dir.path()).pop().expect("a segment");
+    let whole = std::fs::metadata(&newest).expect("segment").len();
     let mut torn = Vec::new();
     frame::encode(3, &entry(3, 50), &mut torn);
     torn.truncate(torn.len() - 7);
@@ -171,8 +172,20 @@ async fn a_torn_write_at_the_end_is_truncated_on_open() {
     let (spool, recovery, ..) = open(dir.path(), 1 << 20);
     assert_eq!(recovery.replayed, 3);
     assert_eq!(recovery.torn_bytes, torn.len() as u64);
-    assert_eq!(recovery.quarantined, 0);
     assert_eq!(spool.read(2).expect("read"), Some(entry(2, 50)));
+    // Copied before the cut: damage to an acknowledged entry looks the same.
+    assert_eq!(recovery.quarantined, 1);
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("quarantine"))
+        .expect("dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(&kept[0]).expect("read"), torn);
+    assert_eq!(
+        std::fs::metadata(&newest).expect("segment").len(),
+        whole,
+        "cut off"
+    );
 }
 
 #[tokio::test]
@@ -252,7 +265,8 @@ mod format_v1 {
             Recovery {
                 replayed: 3,
                 torn_bytes: 75,
-                quarantined: 0
+                // The torn frame, copied before the cut.
+                quarantined: 1
             }
         );
 

@@ -576,3 +576,94 @@ fn spool_commands_refuse_a_folder_that_holds_no_spool_and_write_nothing() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
     assert_eq!(status["entries"], 0);
 }
+
+/// Ten entries on a spool, one of them damaged in the middle of its segment: `spool
+/// status` counts the nine it can read and names the damaged range; `spool drain`
+/// forwards the nine, names what it quarantined and exits 1, because the volume still
+/// holds bytes that were not forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_the_middle_of_a_segment_is_named_and_drain_does_not_call_it_empty() {
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let spool_dir = spool.to_str().expect("utf-8");
+    // Kafka goes down once the gateway is ready: every entry stays on the spool.
+    let first = MockCluster::new(1).expect("mock cluster");
+    let first_brokers = first.bootstrap_servers();
+    let mut gateway = GatewayProcess::start(dir.path(), &gateway_env(&first_brokers, spool_dir));
+    gateway.wait_ready().await;
+    first.broker_down(1).expect("down");
+    for n in 1..=10 {
+        assert_eq!(try_notify(&gateway.url(), &body(n)).await, Some(200));
+    }
+    gateway.signal_and_wait("KILL");
+    let segment = std::fs::read_dir(&spool)
+        .expect("spool")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .expect("a segment");
+    let mut data = std::fs::read(&segment).expect("segment");
+    let at = data
+        .windows(17)
+        .position(|window| window == b"wamid.spool-00005")
+        .expect("the fifth entry is in the segment");
+    data[at + 12] ^= 0x20;
+    std::fs::write(&segment, &data).expect("damaged");
+
+    let status = binary()
+        .args(["spool", "status", "--dir", spool_dir, "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(status.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["entries"], 9, "{status}");
+    let unreadable = status["unreadable"].as_array().expect("a list");
+    assert_eq!(unreadable.len(), 1, "{status}");
+    let offset = unreadable[0]["offset"].as_u64().expect("offset");
+    assert!(offset > 0 && (offset as usize) < at, "{status}");
+    assert_eq!(unreadable[0]["at_end"], false);
+    let text = binary()
+        .args(["spool", "status", "--dir", spool_dir])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("unreadable: {} at byte {offset}", {
+            segment.file_name().expect("name").to_string_lossy()
+        })),
+        "{text}"
+    );
+
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let drain = binary()
+        .args(["spool", "drain", "--dir", spool_dir, "--brokers", &brokers])
+        .args(["--timeout-seconds", "60"])
+        // The mock cluster creates topics as they are used, and has no CreateTopics.
+        .env("WABA_GATEWAY__KAFKA__CREATE_TOPICS", "false")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&drain.stdout);
+    let stderr = String::from_utf8_lossy(&drain.stderr);
+    assert_eq!(drain.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("forwarded 9 entries"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("NOT empty: quarantine/ holds 1 file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(".seg.at-{offset}.bin")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("the spool is empty"), "{stdout}");
+    let records = consume(&brokers, &["whatsapp.messages"], 9);
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|record| record.item_id("messages"))
+        .collect();
+    ids.sort();
+    let expected: Vec<String> = (1..=10)
+        .filter(|n| *n != 5)
+        .map(|n| format!("wamid.spool-{n:05}"))
+        .collect();
+    assert_eq!(ids, expected);
+}
