@@ -39,9 +39,8 @@ pub struct ReplayOptions {
     /// Only dead letters written at or before this time (RFC 3339); commits nothing.
     #[arg(long, value_parser = rfc3339)]
     pub until: Option<SystemTime>,
-    /// Only dead letters with this wa-error (invalid_json, missing_entry, ...); commits
-    /// nothing.
-    #[arg(long)]
+    /// Only dead letters with this wa-error reason; commits nothing.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(REASONS))]
     pub reason: Option<String>,
     /// Count only: publish and commit nothing.
     #[arg(long)]
@@ -51,7 +50,36 @@ pub struct ReplayOptions {
     pub idle_seconds: u64,
 }
 
+/// Every reason a dead letter's `wa-error` can give: the split's (see
+/// [`envelope::EnvelopeError::reason`]) and Kafka's refusals.
+pub const REASONS: &[&str] = &[
+    "empty_body",
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "missing_entry",
+    "entry_not_a_list",
+    "no_notifications",
+    "no_entries",
+    "record_too_large",
+    "invalid_record",
+    "unknown_topic",
+    "topic_authorization_failed",
+];
+
 impl ReplayOptions {
+    /// Why these options can select nothing (`--since` after `--until`), if they cannot.
+    pub fn impossible(&self) -> Option<String> {
+        match (self.since, self.until) {
+            (Some(since), Some(until)) if since > until => Some(format!(
+                "--since {} is after --until {}: no dead letter can be in that window; swap them",
+                humantime::format_rfc3339(since),
+                humantime::format_rfc3339(until)
+            )),
+            _ => None,
+        }
+    }
+
     fn commits(&self) -> bool {
         !self.dry_run && self.since.is_none() && self.until.is_none() && self.reason.is_none()
     }

@@ -127,6 +127,9 @@ enum ReplaySource {
 }
 
 pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if let Some(problem) = args.selection.impossible() {
+        return Err(UsageError(problem).into());
+    }
     let settings = kafka_settings(args.config.as_deref())?;
     let brokers = resolve_brokers(&settings, args.brokers)?;
     let options = kafka_options(&settings, brokers, Duration::from_secs(30));

@@ -571,6 +571,8 @@ mod tests {
                 ..
             }
         ));
+        assert!(crate::replay::REASONS.contains(&"record_too_large"));
+        assert!(crate::replay::REASONS.contains(&"invalid_record"));
         for (code, label) in [
             (RDKafkaErrorCode::UnknownTopic, "unknown_topic"),
             (RDKafkaErrorCode::UnknownTopicOrPartition, "unknown_topic"),
@@ -586,6 +588,7 @@ mod tests {
                 ),
                 "{code:?}"
             );
+            assert!(crate::replay::REASONS.contains(&label), "{label}");
         }
         assert!(matches!(
             classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
