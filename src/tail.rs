@@ -1,6 +1,7 @@
 //! `waba-gateway tail`: reads the gateway's topics and prints each record as one JSON line:
 //! `{"topic","partition","offset","timestamp","key","headers","value"}`. `value` is the
-//! record's JSON as it is, or a string when the record is not JSON (dead letters), or
+//! record's JSON as written, less the whitespace between its tokens (one line per record),
+//! or a string when the record is not JSON (dead letters), or
 //! `value_base64` when it is not UTF-8.
 //!
 //! It assigns partitions directly (no consumer group, nothing committed), so it never
@@ -20,6 +21,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::value::RawValue;
 
 use crate::routing::{Routing, is_routable_name};
+
+/// How long `--exit` waits, once every partition is read to its end, for a record still
+/// on its way.
+pub const EXIT_IDLE: Duration = Duration::from_secs(2);
 
 /// Which topics `tail` reads.
 #[derive(Debug, Clone)]
@@ -63,23 +68,42 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
     let mut remaining: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut printed = 0;
     let mut last_refresh: Option<Instant> = None;
+    // For `exit_at_end`: when a record last came (or the command started).
+    let mut last_record = Instant::now();
+    // Topics that appear meanwhile are looked for more often while an exit is pending.
+    let refresh_every = if options.exit_at_end {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(2)
+    };
     loop {
-        let refresh_due = last_refresh.is_none_or(|at| at.elapsed() > Duration::from_secs(2));
-        if refresh_due && !(options.exit_at_end && last_refresh.is_some()) {
+        if last_refresh.is_none_or(|at| at.elapsed() > refresh_every) {
             last_refresh = Some(Instant::now());
+            // Only what is new is assigned: assigning again what is read already would
+            // start it over.
+            let mut fresh = TopicPartitionList::new();
             for (topic, partition) in
                 assign_new(&consumer, &options.selection, &mut assigned, start)?
             {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, partition, Duration::from_secs(10))
                     .context("reading partition offsets")?;
+                fresh
+                    .add_partition_offset(&topic, partition, start)
+                    .context("assigning a partition")?;
                 if options.from_beginning && high > low {
                     remaining.insert((topic, partition), high);
                 }
             }
-            consumer.assign(&assigned).context("assigning partitions")?;
+            if fresh.count() > 0 {
+                consumer
+                    .incremental_assign(&fresh)
+                    .context("assigning partitions")?;
+            }
         }
-        if options.exit_at_end && remaining.is_empty() {
+        // Read to the end, and nothing more on its way: a record accepted just before the
+        // command started (a spool forwards it a moment later) is still printed.
+        if options.exit_at_end && remaining.is_empty() && last_record.elapsed() >= EXIT_IDLE {
             return Ok(printed);
         }
         match consumer.poll(Duration::from_millis(200)) {
@@ -88,6 +112,7 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
                 writeln!(out, "{}", line(&message)).context("writing to standard output")?;
                 out.flush().context("writing to standard output")?;
                 printed += 1;
+                last_record = Instant::now();
                 let slot = (message.topic().to_owned(), message.partition());
                 if remaining
                     .get(&slot)
@@ -176,8 +201,30 @@ struct Line<'a> {
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum Value<'a> {
-    Json(&'a RawValue),
-    Text(&'a str),
+    Json(Box<RawValue>),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+/// `json` (valid JSON) without the whitespace between its tokens, in the order written.
+/// Whitespace inside strings is kept; a string cannot hold a raw line break.
+fn compact(json: &str) -> Box<RawValue> {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    RawValue::from_string(out).expect("valid JSON stays valid without its whitespace")
 }
 
 fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
@@ -192,8 +239,10 @@ fn line(message: &rdkafka::message::BorrowedMessage<'_>) -> String {
     let payload = message.payload().unwrap_or_default();
     let (value, value_base64) = match std::str::from_utf8(payload) {
         Ok(utf8) => match serde_json::from_str::<&RawValue>(utf8.trim()) {
-            Ok(json) => (Some(Value::Json(json)), None),
-            Err(_) => (Some(Value::Text(utf8)), None),
+            // One line per record: the JSON as it was written, less the whitespace
+            // between its tokens (a pretty-printed value would span many lines).
+            Ok(_) => (Some(Value::Json(compact(utf8.trim()))), None),
+            Err(_) => (Some(Value::Text(utf8.into())), None),
         },
         Err(_) => (
             None,

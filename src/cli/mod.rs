@@ -70,12 +70,15 @@ enum Command {
   waba-gateway tail                                  # every topic, from the beginning
   waba-gateway tail --field messages --from end      # new inbound messages as they come
   waba-gateway tail --field deadletter --exit        # what is on the dead-letter topic now
-  waba-gateway tail --brokers kafka:9092 --field statuses --max-records 10")]
+  waba-gateway tail --field messages.status --max-records 10  # delivery statuses (item mode)
+  waba-gateway tail --brokers kafka:9092 --field message_template_status_update --exit")]
     Tail {
         /// TOML configuration file (for brokers and topic names).
         #[arg(long, env = "WABA_GATEWAY_CONFIG")]
         config: Option<PathBuf>,
-        /// Only this field's topic (repeatable); `unrouted` and `deadletter` name those.
+        /// Only this field's topic (repeatable): a field such as `messages`, an item kind
+        /// of `messages` (`messages.status`, with its `[kafka.topics]` override when set),
+        /// or `unrouted` and `deadletter`.
         #[arg(long = "field")]
         fields: Vec<String>,
         /// Brokers to read from instead of the configured ones.
@@ -84,7 +87,8 @@ enum Command {
         /// Where to start in each partition.
         #[arg(long, value_enum, default_value_t = From::Beginning)]
         from: From,
-        /// Exit after the records that were there at start.
+        /// Exit once every partition is read to its end and no record has come for two
+        /// seconds (what was still on its way when the command started is printed too).
         #[arg(long)]
         exit: bool,
         /// Exit after this many records (at least 1).

@@ -82,9 +82,18 @@ pub(super) fn tail(
                     "unrouted" => Ok(routing.unrouted().to_owned()),
                     "deadletter" => Ok(routing.deadletter().to_owned()),
                     field if routing.knows_field(field) => Ok(routing.field_topic(field)),
+                    // The items of `messages` by kind, with their override when set.
+                    field
+                        if let Some(kind) = crate::routing::ItemKind::ALL
+                            .into_iter()
+                            .find(|kind| kind.topic_key() == field) =>
+                    {
+                        Ok(routing.item_topic(Some(crate::routing::WABA_OBJECT), kind))
+                    }
                     field => Err(UsageError(format!(
                         "--field {field:?} is not a field the gateway knows; known fields: {}, \
-                         and unrouted and deadletter",
+                         messages.message, messages.status and messages.error (the items of \
+                         messages, for routing.split = \"item\"), and unrouted and deadletter",
                         routing.known_fields().join(", ")
                     ))),
                 })

@@ -198,24 +198,54 @@ fn an_empty_secret_or_token_is_a_usage_error() {
     assert!(list.contains("--token is empty"), "{list}");
 }
 
+/// Every command with examples in its `--help`.
+const WITH_EXAMPLES: &[&[&str]] = &[
+    &["serve"],
+    &["check-config"],
+    &["sign"],
+    &["tail"],
+    &["subscriptions"],
+    &["subscriptions", "add"],
+    &["subscriptions", "list"],
+    &["subscriptions", "remove"],
+    &["subscriptions", "doctor"],
+    &["replay"],
+    &["completions"],
+    &["spool"],
+    &["spool", "status"],
+    &["spool", "drain"],
+    &["topics", "apply"],
+    &["topics", "check"],
+];
+
+/// The example lines of `command --help`, continuation lines joined, comments dropped.
+fn help_examples(command: &[&str]) -> Vec<String> {
+    let output = binary().args(command).arg("--help").output().expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let Some((_, examples)) = help.split_once("\nExamples:\n") else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    let mut pending = String::new();
+    for line in examples.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(start) = line.strip_suffix('\\') {
+            pending.push_str(start);
+            continue;
+        }
+        pending.push_str(line);
+        let command = match pending.split_once("  #") {
+            Some((command, _)) => command.trim().to_owned(),
+            None => pending.trim().to_owned(),
+        };
+        lines.push(command);
+        pending.clear();
+    }
+    lines
+}
+
 #[test]
 fn every_commands_help_ends_with_examples() {
-    for command in [
-        &["serve"][..],
-        &["check-config"],
-        &["sign"],
-        &["tail"],
-        &["subscriptions"],
-        &["subscriptions", "add"],
-        &["subscriptions", "list"],
-        &["subscriptions", "remove"],
-        &["subscriptions", "doctor"],
-        &["replay"],
-        &["completions"],
-        &["spool"],
-        &["spool", "status"],
-        &["spool", "drain"],
-    ] {
+    for command in WITH_EXAMPLES.iter().copied() {
         let output = binary().args(command).arg("--help").output().expect("runs");
         assert_eq!(output.status.code(), Some(0), "{command:?}");
         let help = String::from_utf8_lossy(&output.stdout);
@@ -642,4 +672,247 @@ fn no_command_panics_on_a_closed_pipe() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
     }
+}
+
+/// The README's quickstart, as printed: `serve` with nothing configured, then the second
+/// block pasted as one, back to back. `tail --exit` prints the notification just posted,
+/// although in `spool` mode it reaches Kafka a moment after the 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quickstart_runs_as_printed() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let quickstart = readme
+        .split_once("## Quickstart")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .map(|(section, _)| section)
+        .expect("a Quickstart section");
+    let blocks: Vec<&str> = quickstart
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block.split_once("```").expect("a closed block").0)
+        .collect();
+    assert_eq!(blocks[0].trim(), "cargo run --release -- serve");
+    let script = blocks[1];
+    // The repository, as the block expects it: the binary and the fixture where it looks.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("target/release")).expect("dir");
+    std::os::unix::fs::symlink(
+        binary_path(),
+        dir.path().join("target/release/waba-gateway"),
+    )
+    .expect("link");
+    std::fs::create_dir_all(dir.path().join("tests/fixtures")).expect("dir");
+    std::fs::write(
+        dir.path().join("tests/fixtures/messages_text.json"),
+        fixture("messages_text.json"),
+    )
+    .expect("fixture");
+    // `cargo run --release -- serve` is the binary with no arguments but `serve`; on
+    // loopback only, at the ports the block uses.
+    let gateway = GatewayProcess::spawn(
+        {
+            let mut command = binary();
+            command.arg("serve");
+            command
+        },
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:8080"),
+            ("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:9090"),
+        ],
+    );
+    gateway.wait_ready().await;
+    let output = without_settings(std::process::Command::new("bash"))
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("quickstart printed:\n{stdout}{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|value: &serde_json::Value| value.get("topic").is_some())
+        .collect();
+    assert_eq!(records.len(), 1, "{stdout}");
+    assert_eq!(records[0]["topic"], "whatsapp.messages");
+    assert_eq!(
+        records[0]["value"]["value"]["messages"][0]["id"],
+        "wamid.GW1763770001AAA="
+    );
+}
+
+/// `tail` prints one compact JSON line per record, even for a value written over many
+/// lines (a pretty-printed body kept as a dead letter), and reads an item kind's override
+/// topic by `--field messages.status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_one_line_per_record_and_reads_item_topics_by_kind() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[routing]\nsplit = \"item\"\n[kafka.topics]\n\"messages.status\" = \"wa.statuses\"\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let gateway = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY_CONFIG", config),
+            ("WABA_GATEWAY__KAFKA__BROKERS", &brokers),
+            ("WABA_GATEWAY__KAFKA__CREATE_TOPICS", "false"),
+            ("WABA_GATEWAY__DELIVERY__ACK", "kafka"),
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+        ],
+    );
+    gateway.wait_ready().await;
+    let pretty = b"{\n  \"object\": \"page\",\n  \"note\": \"two\\nlines\"\n}\n";
+    assert_eq!(try_notify(&gateway.url(), pretty).await, Some(200));
+    assert_eq!(
+        try_notify(&gateway.url(), &fixture("messages_status_delivered.json")).await,
+        Some(200)
+    );
+    let tail = |field: &str| {
+        let output = binary()
+            .args(["tail", "--field", field, "--exit", "--brokers", &brokers])
+            .args(["--config", config])
+            .output()
+            .expect("tail");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let dead = tail("deadletter");
+    let lines: Vec<&str> = dead.lines().collect();
+    assert_eq!(lines.len(), 1, "one line for one record:\n{dead}");
+    let record: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    assert_eq!(
+        record["value"],
+        serde_json::json!({"object": "page", "note": "two\nlines"})
+    );
+    assert_eq!(record["headers"]["wa-error"], "missing_entry");
+    let statuses = tail("messages.status");
+    let lines: Vec<&str> = statuses.lines().collect();
+    assert_eq!(lines.len(), 1, "{statuses}");
+    let record: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    assert_eq!(record["topic"], "wa.statuses");
+    assert_eq!(record["headers"]["wa-item-kind"], "status");
+}
+
+/// Every example of every `--help` runs: in a folder laid out as the examples expect
+/// (`gateway.toml`, also named by `WABA_GATEWAY_CONFIG`, and `body.json`), against a mock Kafka for `kafka:9092` and a Graph that
+/// does not answer, with the destinations of redirections under the folder. None may be a
+/// usage error (2), a bad configuration (78) or a command the shell cannot find (127); a
+/// command that runs until stopped (`serve`, `tail`) is stopped after a few seconds.
+#[test]
+fn every_help_example_runs() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("dir");
+    std::os::unix::fs::symlink(binary_path(), bin.join("waba-gateway")).expect("link");
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!(
+            "[apps.default]\nsecret = \"s\"\nverify_token = \"t\"\n[kafka]\nbrokers = \
+             \"{brokers}\"\ncreate_topics = false\n[graph]\nbase_url = \"http://127.0.0.1:9\"\n\
+             access_token = \"token\"\nmax_attempts = 1\n"
+        ),
+    )
+    .expect("config");
+    std::fs::write(dir.path().join("body.json"), fixture("messages_text.json")).expect("body");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut ran = 0;
+    for command in WITH_EXAMPLES.iter().copied() {
+        for example in help_examples(command) {
+            let script = example
+                .replace("kafka:9092", &brokers)
+                .replace("/etc/bash_completion.d/", "./")
+                .replace("\"${fpath[1]}/", "\"./")
+                .replace("~/.config/fish/completions/", "./");
+            assert!(!script.contains(" /etc/"), "{script}");
+            let mut child = without_settings(std::process::Command::new("bash"))
+                .args(["-c", &format!("set -o pipefail; {script}")])
+                .current_dir(dir.path())
+                .env("PATH", &path)
+                // An operator's shell: the configuration found by its variable.
+                .env("WABA_GATEWAY_CONFIG", "gateway.toml")
+                .env("APP_SECRET", "app-secret")
+                .env("TOKEN", "token")
+                .env("WABA_GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+                .env("WABA_GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+                .env("WABA_GATEWAY__GRAPH__BASE_URL", "http://127.0.0.1:9")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("bash runs");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+            let code = loop {
+                if let Some(status) = child.try_wait().expect("waits") {
+                    break status.code();
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = std::process::Command::new("pkill")
+                        .args(["-KILL", "-P", &child.id().to_string()])
+                        .status();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            // `remove` without --yes asks; with no terminal to ask on, it says so.
+            let asks = stderr.contains("without confirmation: pass --yes");
+            assert!(
+                !matches!(code, Some(2 | 78 | 127)) || (asks && code == Some(2)),
+                "{command:?} example `{example}` exits {code:?}: {stderr}"
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 40, "{ran} examples");
+    eprintln!("{ran} help examples ran");
+}
+
+#[test]
+fn replay_filters_that_can_match_nothing_are_usage_errors() {
+    let stderr = usage_error(&["replay", "--from", "deadletter", "--reason", "bogus"]);
+    assert!(
+        stderr.contains("invalid value 'bogus' for '--reason")
+            && stderr.contains("invalid_json")
+            && stderr.contains("no_entries"),
+        "{stderr}"
+    );
+    let stderr = usage_error(&[
+        "replay",
+        "--from",
+        "deadletter",
+        "--since",
+        "2026-12-02T00:00:00Z",
+        "--until",
+        "2026-12-01T00:00:00Z",
+    ]);
+    assert!(
+        stderr.contains("--since 2026-12-02T00:00:00Z is after --until 2026-12-01T00:00:00Z"),
+        "{stderr}"
+    );
 }
