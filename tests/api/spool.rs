@@ -667,3 +667,62 @@ async fn damage_in_the_middle_of_a_segment_is_named_and_drain_does_not_call_it_e
         .collect();
     assert_eq!(ids, expected);
 }
+
+/// A stop with Kafka down is bounded: after SIGTERM the gateway answers for
+/// `lame_duck_ms`, then finishes within `drain_timeout_ms`, so it exits within their sum
+/// and a second, in either ack mode, with notifications waiting on Kafka (in flight in
+/// `kafka` mode, spooled in `spool` mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_kafka_down_ends_within_lame_duck_plus_drain_timeout() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("dir");
+    let cases = [("spool", 0), ("kafka", 0), ("spool", 2000), ("kafka", 2000)];
+    let mut gateways = Vec::new();
+    for (n, (mode, lame_duck)) in cases.iter().enumerate() {
+        let spool_dir = dir.path().join(format!("spool-{n}"));
+        let spool_dir = spool_dir.to_str().expect("utf-8").to_owned();
+        let lame_duck = lame_duck.to_string();
+        let mut env = gateway_env(&brokers, &spool_dir);
+        env.extend([
+            ("WABA_GATEWAY__DELIVERY__ACK", *mode),
+            ("WABA_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT_MS", "10000"),
+            ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", &lame_duck),
+        ]);
+        let gateway = GatewayProcess::start(dir.path(), &env);
+        gateway.wait_ready().await;
+        gateways.push(gateway);
+    }
+    cluster.broker_down(1).expect("down");
+    let mut sending = Vec::new();
+    for gateway in &gateways {
+        for n in 0..20 {
+            let url = gateway.url();
+            sending.push(tokio::spawn(
+                async move { try_notify(&url, &body(n)).await },
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stops: Vec<_> = gateways
+        .into_iter()
+        .zip(cases)
+        .map(|(mut gateway, (mode, lame_duck))| {
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let status = gateway.signal_and_wait("TERM");
+                (mode, lame_duck, status.code(), started.elapsed())
+            })
+        })
+        .collect();
+    for stop in stops {
+        let (mode, lame_duck, code, took) = stop.join().expect("stopped");
+        eprintln!("{mode} mode, lame_duck_ms = {lame_duck}: exit {code:?} after {took:?}");
+        assert_eq!(code, Some(0), "{mode}");
+        let bound = Duration::from_millis(lame_duck + 10_000 + 1_000);
+        assert!(took <= bound, "{mode}, lame duck {lame_duck}: {took:?} > {bound:?}");
+    }
+    for sent in sending {
+        let _ = sent.await;
+    }
+}
