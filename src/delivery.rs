@@ -49,6 +49,17 @@ pub enum Intake {
 }
 
 impl Intake {
+    /// Whether what it cannot take now is explained by Kafka being unreachable, which the
+    /// publisher logs once for all.
+    pub fn kafka_unreachable(&self) -> bool {
+        match self {
+            Self::Spool(_) => false,
+            Self::Kafka { deliverer, .. } | Self::None { deliverer, .. } => {
+                deliverer.kafka_unreachable()
+            }
+        }
+    }
+
     /// Takes a verified `body` that came in for `app` at `received_at`.
     pub async fn accept(
         &self,
@@ -140,6 +151,11 @@ impl Deliverer {
     /// The routing it splits by.
     pub fn routing(&self) -> &Routing {
         &self.routing
+    }
+
+    /// Whether Kafka is unreachable now (see [`crate::publish::Publisher::unreachable`]).
+    pub fn kafka_unreachable(&self) -> bool {
+        self.sink.publisher().unreachable().is_some()
     }
 
     /// Splits `body` and enqueues its records in order, without waiting for Kafka.

@@ -5,10 +5,15 @@
 //! counted by reason and left where it is. A record Kafka refused for good (it carries
 //! `wa-topic`) is published again as it was, to the topic it was meant for.
 //!
-//! Without a window or a reason filter, the run reads in its own consumer group and
-//! commits each dead letter once handled, so that a second run publishes nothing new.
-//! With `--since`, `--until` or `--reason`, the user chose what to read: nothing is
-//! committed. `--dry-run` publishes and commits nothing.
+//! A run remembers what it published in its consumer group (`--group`), whatever its
+//! filters: per partition, the committed offset (every dead letter below it is done) and,
+//! in the commit's metadata, the ranges of offsets above it published since. Every run
+//! skips what an earlier run published, so running any replay twice publishes nothing
+//! new, and a plain run after a filtered one publishes only the rest; what still fails
+//! is tried again by each run. On a broker that does not keep commit metadata, a plain
+//! run commits each dead letter once handled (published or still failing), and a
+//! filtered run is refused, as it could not be remembered. `--dry-run` publishes and
+//! commits nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,9 +27,6 @@ use serde::Serialize;
 use crate::delivery::Deliverer;
 use crate::envelope::{self, Record};
 use crate::publish::client_log::ClientLog;
-
-/// How long to wait for a consumer group to hand out partitions.
-const ASSIGNMENT_WAIT: Duration = Duration::from_secs(30);
 
 /// Which dead letters a run reads, and what it does with them (the command line's
 /// options, as they are).
@@ -68,6 +70,10 @@ pub const REASONS: &[&str] = &[
 ];
 
 impl ReplayOptions {
+    fn filtered(&self) -> bool {
+        self.since.is_some() || self.until.is_some() || self.reason.is_some()
+    }
+
     /// Why these options can select nothing (`--since` after `--until`), if they cannot.
     pub fn impossible(&self) -> Option<String> {
         match (self.since, self.until) {
@@ -78,10 +84,6 @@ impl ReplayOptions {
             )),
             _ => None,
         }
-    }
-
-    fn commits(&self) -> bool {
-        !self.dry_run && self.since.is_none() && self.until.is_none() && self.reason.is_none()
     }
 }
 
@@ -97,6 +99,8 @@ pub struct Summary {
     pub read: u64,
     /// Dead letters outside the window or the reason asked for.
     pub skipped: u64,
+    /// Dead letters an earlier run published: not published again.
+    pub already_replayed: u64,
     /// Dead letters that split now (published, unless a dry run).
     pub replayed: u64,
     /// Records they became.
@@ -126,6 +130,12 @@ impl Summary {
         if !reasons.is_empty() {
             line.push_str(&format!(" ({})", reasons.join(", ")));
         }
+        if self.already_replayed > 0 {
+            line.push_str(&format!(
+                ", {} replayed by an earlier run (not published again)",
+                self.already_replayed
+            ));
+        }
         if self.skipped > 0 {
             line.push_str(&format!(
                 ", {} outside the window or reason asked for",
@@ -146,86 +156,295 @@ pub async fn run(
     mut progress: impl FnMut(&Summary),
 ) -> anyhow::Result<Summary> {
     let topic = deliverer.routing().deadletter();
-    let consumer = subscribe(consumer, options, topic)?;
+    let (consumer, mut ledgers, memory) = open(consumer, options, topic)?;
     let mut summary = Summary::default();
-    let started = Instant::now();
-    let mut last_seen: Option<Instant> = None;
+    let mut last_seen = Instant::now();
     loop {
-        let assigned = consumer
-            .assignment()
-            .map(|list| list.count() > 0)
-            .unwrap_or(false);
-        match (assigned, last_seen) {
-            (false, _) if started.elapsed() > ASSIGNMENT_WAIT => {
-                anyhow::bail!(
-                    "no partition of {topic} was assigned within {} s: does the topic exist?",
-                    ASSIGNMENT_WAIT.as_secs()
-                )
-            }
-            (true, None) => last_seen = Some(Instant::now()),
-            (true, Some(at)) if at.elapsed() > Duration::from_secs(options.idle_seconds) => {
-                return Ok(summary);
-            }
-            _ => {}
+        if last_seen.elapsed() > Duration::from_secs(options.idle_seconds) {
+            return Ok(summary);
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
         let message = message.context("reading the dead-letter topic")?;
-        last_seen = Some(Instant::now());
+        last_seen = Instant::now();
         summary.read += 1;
-        replay_one(options, deliverer, &message, &mut summary).await?;
-        if options.commits() {
-            consumer
-                .commit_message(&message, CommitMode::Sync)
-                .context("committing the replayed offset")?;
+        let ledger = ledgers.entry(message.partition()).or_default();
+        if ledger.contains(message.offset()) {
+            summary.already_replayed += 1;
+            progress(&summary);
+            continue;
+        }
+        if memory == Memory::Ledger && !options.dry_run {
+            // Refused before publishing, not after: what is published is remembered.
+            let mut after = ledger.clone();
+            after.insert(message.offset());
+            anyhow::ensure!(
+                after.metadata().len() <= MAX_METADATA_BYTES,
+                "the offsets replayed from {topic}/{} are too scattered to remember in the \
+                 group's commit ({} bytes, at most {MAX_METADATA_BYTES}): run replay without \
+                 --since, --until and --reason once, then filter again",
+                message.partition(),
+                after.metadata().len()
+            );
+        }
+        let published = replay_one(options, deliverer, &message, &mut summary).await?;
+        match memory {
+            _ if options.dry_run => {}
+            Memory::Ledger if published => {
+                ledger.insert(message.offset());
+                commit(&consumer, topic, message.partition(), ledger)?;
+            }
+            Memory::Ledger => {}
+            // Without metadata a plain run moves past each dead letter it handled.
+            Memory::Offsets => {
+                ledger.below = message.offset() + 1;
+                commit(
+                    &consumer,
+                    topic,
+                    message.partition(),
+                    &Ledger {
+                        below: ledger.below,
+                        ranges: Vec::new(),
+                    },
+                )?;
+            }
         }
         progress(&summary);
     }
 }
 
-/// A consumer of the dead-letter topic: in the run's group, or over the window asked for.
-fn subscribe(
+/// The most metadata a commit carries (brokers' `offset.metadata.max.bytes` is 4096 by
+/// default).
+const MAX_METADATA_BYTES: usize = 4000;
+
+/// What marks the metadata of a replay's commit.
+const METADATA_PREFIX: &str = "waba-gateway-replay/1 ";
+
+/// How a run remembers what it published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// The committed offset and the ranges in its metadata.
+    Ledger,
+    /// The committed offset only (the broker drops commit metadata): plain runs only.
+    Offsets,
+}
+
+/// The dead letters of one partition that a group has done: every offset below `below`,
+/// and the `ranges` (start inclusive, end exclusive, sorted, apart) above it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Ledger {
+    below: i64,
+    ranges: Vec<(i64, i64)>,
+}
+
+impl Ledger {
+    /// From a commit: its offset (`None` when the group has none) and metadata.
+    fn from_commit(offset: Option<i64>, metadata: &str) -> Self {
+        let mut ledger = Self {
+            below: offset.unwrap_or(0).max(0),
+            ranges: Vec::new(),
+        };
+        if let Some(list) = metadata.strip_prefix(METADATA_PREFIX) {
+            for range in list.split(',').filter(|range| !range.is_empty()) {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(start), Ok(end)) = (start.parse::<i64>(), end.parse::<i64>())
+                    && start <= end
+                {
+                    ledger.insert_range(start, end + 1);
+                }
+            }
+        }
+        ledger
+    }
+
+    fn contains(&self, offset: i64) -> bool {
+        offset < self.below
+            || self
+                .ranges
+                .iter()
+                .any(|(start, end)| (*start..*end).contains(&offset))
+    }
+
+    fn insert(&mut self, offset: i64) {
+        self.insert_range(offset, offset + 1);
+    }
+
+    fn insert_range(&mut self, start: i64, end: i64) {
+        if end <= self.below {
+            return;
+        }
+        self.ranges.push((start.max(self.below), end));
+        self.ranges.sort_unstable();
+        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(self.ranges.len());
+        for (start, end) in self.ranges.drain(..) {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        // A range that starts where `below` ends extends it.
+        if let Some(&(start, end)) = merged.first()
+            && start <= self.below
+        {
+            self.below = end;
+            merged.remove(0);
+        }
+        self.ranges = merged;
+    }
+
+    /// The commit's metadata: `waba-gateway-replay/1 12-14,20` (ranges inclusive).
+    fn metadata(&self) -> String {
+        let ranges: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|&(start, end)| match end - start {
+                1 => start.to_string(),
+                _ => format!("{start}-{}", end - 1),
+            })
+            .collect();
+        format!("{METADATA_PREFIX}{}", ranges.join(","))
+    }
+}
+
+/// Commits `ledger` as the group's memory of `topic`/`partition`.
+fn commit(
+    consumer: &BaseConsumer<ClientLog>,
+    topic: &str,
+    partition: i32,
+    ledger: &Ledger,
+) -> anyhow::Result<()> {
+    let mut list = TopicPartitionList::new();
+    let mut element = list.add_partition(topic, partition);
+    element
+        .set_offset(Offset::Offset(ledger.below))
+        .context("recording what was replayed")?;
+    element.set_metadata(ledger.metadata());
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .context("committing what was replayed")
+}
+
+/// A consumer of the dead-letter topic, assigned every partition from where this run
+/// starts, with what the group remembers of each partition and how it remembers.
+fn open(
     config: &ClientConfig,
     options: &ReplayOptions,
     topic: &str,
-) -> anyhow::Result<BaseConsumer<ClientLog>> {
+) -> anyhow::Result<(BaseConsumer<ClientLog>, BTreeMap<i32, Ledger>, Memory)> {
     let mut config = config.clone();
     config
         .set("group.id", &options.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     let consumer = crate::publish::client_log::consumer(&config)?;
-    if options.commits() {
-        consumer
-            .subscribe(&[topic])
-            .with_context(|| format!("subscribing to {topic}"))?;
-        return Ok(consumer);
-    }
-    // A window chosen by the user: every partition, from the first offset at `since`.
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("reading the partitions of {topic}"))?;
-    let mut partitions = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let start = match options.since {
-            Some(since) => Offset::Offset(millis(since)),
-            None => Offset::Beginning,
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "{topic} has no partition: does the topic exist? (waba-gateway topics apply)"
+    );
+    let mut asked = TopicPartitionList::new();
+    for partition in &partitions {
+        asked.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(asked, Duration::from_secs(10))
+        .context("reading what earlier runs replayed (the group's committed offsets)")?;
+    let mut ledgers = BTreeMap::new();
+    for element in committed.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
         };
-        partitions
-            .add_partition_offset(topic, partition.id(), start)
+        ledgers.insert(
+            element.partition(),
+            Ledger::from_commit(offset, element.metadata()),
+        );
+    }
+    let memory = if options.dry_run {
+        Memory::Ledger
+    } else {
+        memory(&consumer, topic, &ledgers)?
+    };
+    anyhow::ensure!(
+        memory == Memory::Ledger || !options.filtered(),
+        "this Kafka does not keep the metadata of offset commits, which replay needs to \
+         remember what a filtered run (--since, --until, --reason) published; run replay \
+         without them"
+    );
+    // From where the group is done, or from `since` when that is later.
+    let mut at_since: BTreeMap<i32, Offset> = BTreeMap::new();
+    if let Some(since) = options.since {
+        let mut asked = TopicPartitionList::new();
+        for partition in &partitions {
+            asked
+                .add_partition_offset(topic, *partition, Offset::Offset(millis(since)))
+                .context("choosing where to start")?;
+        }
+        let found = consumer
+            .offsets_for_times(asked, Duration::from_secs(10))
+            .context("finding the first dead letter at --since")?;
+        for element in found.elements() {
+            at_since.insert(element.partition(), element.offset());
+        }
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in &partitions {
+        let below = ledgers.get(partition).map_or(0, |l| l.below);
+        let offset = match at_since.get(partition) {
+            Some(Offset::Offset(at)) => (*at).max(below),
+            // Nothing at or after `since` in this partition.
+            Some(Offset::End) => continue,
+            _ => below,
+        };
+        let offset = if offset > 0 {
+            Offset::Offset(offset)
+        } else {
+            Offset::Beginning
+        };
+        assignment
+            .add_partition_offset(topic, *partition, offset)
             .context("choosing where to start")?;
     }
-    let partitions = match options.since {
-        Some(_) => consumer
-            .offsets_for_times(partitions, Duration::from_secs(10))
-            .context("finding the first dead letter at --since")?,
-        None => partitions,
-    };
     consumer
-        .assign(&partitions)
+        .assign(&assignment)
         .context("reading the dead-letter topic")?;
-    Ok(consumer)
+    Ok((consumer, ledgers, memory))
+}
+
+/// Whether the broker keeps commit metadata: the first partition's commit is written
+/// again as it is, and read back.
+fn memory(
+    consumer: &BaseConsumer<ClientLog>,
+    topic: &str,
+    ledgers: &BTreeMap<i32, Ledger>,
+) -> anyhow::Result<Memory> {
+    let Some((&partition, ledger)) = ledgers.iter().next() else {
+        return Ok(Memory::Ledger);
+    };
+    commit(consumer, topic, partition, ledger)?;
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition(topic, partition);
+    let back = consumer
+        .committed_offsets(asked, Duration::from_secs(10))
+        .context("reading what earlier runs replayed (the group's committed offsets)")?;
+    let kept = back
+        .elements()
+        .first()
+        .is_some_and(|element| element.metadata() == ledger.metadata());
+    Ok(if kept {
+        Memory::Ledger
+    } else {
+        Memory::Offsets
+    })
 }
 
 async fn replay_one(
@@ -233,7 +452,7 @@ async fn replay_one(
     deliverer: &Deliverer,
     message: &BorrowedMessage<'_>,
     summary: &mut Summary,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let header = |name: &str| -> Option<String> {
         let headers = message.headers()?;
         headers
@@ -256,7 +475,7 @@ async fn replay_one(
         .is_none_or(|reason| wa_error_reason(header("wa-error").as_deref()) == Some(reason));
     if written.is_some_and(outside) || !wanted_reason {
         summary.skipped += 1;
-        return Ok(());
+        return Ok(false);
     }
     let app = header("wa-app").unwrap_or_else(|| "default".to_owned());
     let received_at = header("wa-received-at")
@@ -272,7 +491,7 @@ async fn replay_one(
             let split = envelope::to_records(deliverer.routing(), &app, body, received_at);
             if let Some(reason) = split.deadletter {
                 *summary.still_failing.entry(reason.to_owned()).or_default() += 1;
-                return Ok(());
+                return Ok(false);
             }
             split.records
         }
@@ -300,7 +519,7 @@ async fn replay_one(
             .await
             .with_context(|| format!("publishing the records of dead letter {origin}"))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The headers a routed record carries, which a refused record keeps when it is replayed.
@@ -359,4 +578,33 @@ fn millis(at: SystemTime) -> i64 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ledger;
+
+    #[test]
+    fn a_ledger_remembers_scattered_offsets_and_reads_back_what_it_wrote() {
+        let mut ledger = Ledger::from_commit(None, "");
+        for offset in [5, 3, 4, 9, 12, 13] {
+            ledger.insert(offset);
+        }
+        assert_eq!(ledger.below, 0);
+        assert_eq!(ledger.metadata(), "waba-gateway-replay/1 3-5,9,12-13");
+        assert!(ledger.contains(4) && ledger.contains(9) && ledger.contains(13));
+        assert!(!ledger.contains(2) && !ledger.contains(6) && !ledger.contains(14));
+        // What starts where the committed offset ends moves it.
+        for offset in [0, 1, 2] {
+            ledger.insert(offset);
+        }
+        assert_eq!(ledger.below, 6);
+        assert_eq!(ledger.metadata(), "waba-gateway-replay/1 9,12-13");
+        let read = Ledger::from_commit(Some(ledger.below), &ledger.metadata());
+        assert_eq!(read, ledger);
+        // A commit from before the ledger (an offset, no metadata) is done below it.
+        let old = Ledger::from_commit(Some(7), "");
+        assert!(old.contains(6) && !old.contains(7));
+        assert_eq!(Ledger::from_commit(Some(7), "something else"), old);
+    }
 }

@@ -479,10 +479,24 @@ async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
     assert_eq!(restarted.signal("TERM").code(), Some(0));
 
     // Once the topic exists, replay sends the refused record where it was meant to go.
+    // This broker drops the metadata of offset commits, where a filtered run records what
+    // it published: a filtered run is refused, publishing nothing, and a plain one runs.
     let address = broker.address.clone();
     let (summary, calls) = tokio::task::spawn_blocking(move || {
         create_topics(&address, &["whatsapp.calls"]);
-        let summary = replay(&address, &[], &["--reason", "unknown_topic"]);
+        let filtered = binary()
+            .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
+            .args(["--reason", "unknown_topic"])
+            .env("WABA_GATEWAY__KAFKA__BROKERS", &address)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&filtered.stderr);
+        assert_eq!(filtered.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("does not keep the metadata of offset commits"),
+            "{stderr}"
+        );
+        let summary = replay(&address, &[], &[]);
         (summary, consume(&address, &["whatsapp.calls"], 1))
     })
     .await

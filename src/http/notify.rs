@@ -43,6 +43,10 @@ impl Gateway {
             .accept(&app.name, body.into_bytes(), SystemTime::now())
             .await
             .map_err(|error| {
+                // Kafka being unreachable is one line of its own, for every request.
+                if self.intake.kafka_unreachable() {
+                    return error;
+                }
                 if let Some(held_back) = self.logs.not_accepted.admit() {
                     tracing::warn!(app = %app.name, %error, held_back, "notification not accepted; Meta will retry");
                 }

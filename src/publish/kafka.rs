@@ -300,6 +300,7 @@ fn describe_hiding(error: &KafkaError, hidden: &std::collections::BTreeSet<Strin
 /// Produces records to Kafka.
 pub struct KafkaPublisher {
     producer: FutureProducer<ClientLog>,
+    log: ClientLog,
     admin: Option<AdminClient<ClientLog>>,
     options: KafkaOptions,
     known_topics: RwLock<HashSet<String>>,
@@ -314,12 +315,13 @@ impl KafkaPublisher {
         let log = ClientLog::counting(&options.brokers, metrics);
         let producer = config.create_with_context(log.clone())?;
         let admin = if options.create_topics {
-            Some(options.consumer_config().create_with_context(log)?)
+            Some(options.consumer_config().create_with_context(log.clone())?)
         } else {
             None
         };
         Ok(Self {
             producer,
+            log,
             admin,
             options,
             known_topics: RwLock::new(HashSet::new()),
@@ -381,10 +383,12 @@ impl KafkaPublisher {
                     .map(|topic| Ok((*topic).to_owned()))
                     .collect()
             }
+            // An admin request that timed out because no broker answers says so.
             Err(error) => {
-                return Err(PublishError::Retryable(format!(
-                    "creating topics failed: {error}"
-                )));
+                return Err(PublishError::Retryable(match self.log.unreachable() {
+                    Some(down) => format!("Kafka is unreachable: {down}"),
+                    None => format!("creating topics failed: {error}"),
+                }));
             }
         };
         let mut known = self.known_topics.write().expect("lock is never poisoned");
@@ -458,6 +462,10 @@ fn classify(error: &KafkaError) -> PublishError {
 }
 
 impl Publisher for KafkaPublisher {
+    fn unreachable(&self) -> Option<String> {
+        self.log.unreachable()
+    }
+
     fn prepare<'a>(&'a self, topics: &'a [&'a str]) -> BoxFuture<'a, Result<(), PublishError>> {
         let all_known = {
             let known = self.known_topics.read().expect("lock is never poisoned");

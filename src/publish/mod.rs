@@ -85,6 +85,13 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// Waits, up to `timeout`, until everything enqueued is acknowledged or failed.
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, Result<(), PublishError>>;
+
+    /// The brokers it cannot reach now, each with why (`127.0.0.1:9 (Connection
+    /// refused)`), when it cannot reach any: the one line that says so is logged by the
+    /// publisher itself, so what waits on Kafka meanwhile need not log its own.
+    fn unreachable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The publisher with the metrics it counts into and the dead-letter topic it falls back

@@ -82,7 +82,9 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
                     Err(error) => {
                         failures += 1;
                         let delay = RETRY.delay(failures);
-                        if let Some(held_back) = retrying.admit() {
+                        if !deliverer.kafka_unreachable()
+                            && let Some(held_back) = retrying.admit()
+                        {
                             tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "cannot publish a spooled entry yet; it stays on the spool");
                         }
                         retries.push_front((seq, Instant::now() + delay));
@@ -106,7 +108,9 @@ pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Recei
                     Err(error) => {
                         failures += 1;
                         let delay = RETRY.delay(failures);
-                        if let Some(held_back) = retrying.admit() {
+                        if !deliverer.kafka_unreachable()
+                            && let Some(held_back) = retrying.admit()
+                        {
                             tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "Kafka did not take a spooled entry; retrying");
                         }
                         retries.push_back((seq, Instant::now() + delay));

@@ -372,3 +372,112 @@ async fn kafka_client_statistics_and_process_metrics_are_exported() {
     }
     cluster.broker_up(1).expect("up");
 }
+
+/// Writes dead letters to partition 0 of `whatsapp.deadletter` as an earlier gateway did:
+/// each body with `wa-app` and `wa-error`.
+fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("a producer");
+    for (body, reason) in letters {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "wa-app",
+                value: Some("default"),
+            })
+            .insert(Header {
+                key: "wa-error",
+                value: Some(*reason),
+            });
+        producer
+            .send(
+                BaseRecord::<(), [u8]>::to("whatsapp.deadletter")
+                    .partition(0)
+                    .payload(*body)
+                    .headers(headers),
+            )
+            .map_err(|(error, _)| error)
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flushed");
+}
+
+/// A notification that splits today, told apart by its message id.
+fn notification(n: usize) -> Vec<u8> {
+    String::from_utf8(fixture("messages_text.json"))
+        .expect("utf-8")
+        .replace("wamid.GW1763770001AAA=", &format!("wamid.replay-{n}"))
+        .into_bytes()
+}
+
+/// Any replay, run twice, publishes nothing new; a plain run after a filtered one
+/// publishes only what the filtered run left; what still fails is tried by every run.
+#[test]
+fn a_replay_run_twice_publishes_nothing_new_whatever_its_filters() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let (one, two, three) = (notification(1), notification(2), notification(3));
+    write_dead_letters(
+        &brokers,
+        &[
+            (&one, "invalid_json"),
+            (b"<still not json/>", "invalid_json"),
+            (&two, "missing_entry"),
+            (&three, "invalid_json"),
+        ],
+    );
+    let replay = |extra: &[&str]| {
+        let output = binary()
+            .args(["replay", "--from", "deadletter", "--idle-seconds", "2"])
+            .args(extra)
+            .env("WABA_GATEWAY__KAFKA__BROKERS", &brokers)
+            .env("WABA_GATEWAY__KAFKA__CREATE_TOPICS", "false")
+            .env("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET)
+            .env("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{extra:?}: {stderr}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    // Waits for `n` records (and a moment for any more).
+    let published = |n: usize| {
+        let mut ids: Vec<String> = consume(&brokers, &["whatsapp.messages"], n)
+            .iter()
+            .map(|record| record.item_id("messages"))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let filtered = ["--reason", "missing_entry"];
+    assert_eq!(
+        replay(&filtered),
+        "read 4 dead letters: 1 replayed as 1 records, 0 still failing, 3 outside the window \
+         or reason asked for"
+    );
+    assert_eq!(
+        replay(&filtered),
+        "read 4 dead letters: 0 replayed as 0 records, 0 still failing, 1 replayed by an \
+         earlier run (not published again), 3 outside the window or reason asked for"
+    );
+    assert_eq!(published(1), ["wamid.replay-2"]);
+    assert_eq!(
+        replay(&[]),
+        "read 4 dead letters: 2 replayed as 2 records, 1 still failing (invalid_json: 1), 1 \
+         replayed by an earlier run (not published again)"
+    );
+    // The group is done up to the one that still fails, which is read again.
+    assert_eq!(
+        replay(&[]),
+        "read 3 dead letters: 0 replayed as 0 records, 1 still failing (invalid_json: 1), 2 \
+         replayed by an earlier run (not published again)"
+    );
+    assert_eq!(
+        published(3),
+        ["wamid.replay-1", "wamid.replay-2", "wamid.replay-3"],
+        "each published once"
+    );
+}

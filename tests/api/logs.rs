@@ -215,8 +215,59 @@ async fn log_lines_that_clients_cause_are_rate_limited() {
     for line in [
         "verification request refused",
         "notification refused: bad signature",
-        "notification not accepted",
+        // The 503s of Kafka being down are that one line, not one each.
+        "Kafka is unreachable: 127.0.0.1:1 (Connection refused)",
     ] {
         assert_eq!(log.matches(line).count(), 1, "{line}:\n{log}");
+    }
+    assert_eq!(log.matches("notification not accepted").count(), 0, "{log}");
+}
+
+/// With every broker down, the log holds one line that names each unreachable broker and
+/// why, and nothing per refused request, nor librdkafka's own lines, nor a misleading
+/// cause (a topic that could not be created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_down_is_one_line_naming_each_unreachable_broker() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut gateway = GatewayProcess::start(
+        dir.path(),
+        &[
+            ("WABA_GATEWAY__KAFKA__BROKERS", "127.0.0.1:9,127.0.0.1:10"),
+            ("WABA_GATEWAY__DELIVERY__ACK", "kafka"),
+            ("WABA_GATEWAY__DELIVERY__KAFKA_ACK_TIMEOUT_MS", "300"),
+            ("WABA_GATEWAY__SERVER__REQUEST_TIMEOUT_MS", "1000"),
+            ("WABA_GATEWAY__SHUTDOWN__DRAIN_TIMEOUT_MS", "1500"),
+            ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
+            ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", VERIFY_TOKEN),
+        ],
+    );
+    let mut refused = 0;
+    for _ in 0..30 {
+        if try_notify(&gateway.url(), &fixture("messages_text.json")).await == Some(503) {
+            refused += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused >= 25, "{refused} of 30 refused");
+    assert_eq!(gateway.signal_and_wait("TERM").code(), Some(0));
+    let log = gateway.log();
+    let outage: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Kafka is unreachable"))
+        .collect();
+    assert_eq!(outage.len(), 1, "{log}");
+    assert!(
+        outage[0].contains(
+            "Kafka is unreachable: 127.0.0.1:10 (Connection refused), 127.0.0.1:9 (Connection \
+             refused); retrying until a broker answers"
+        ),
+        "{log}"
+    );
+    for noise in [
+        "notification not accepted",
+        "librdkafka:",
+        "creating topics failed",
+    ] {
+        assert!(!log.contains(noise), "{noise}: {log}");
     }
 }

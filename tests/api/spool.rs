@@ -720,7 +720,10 @@ async fn a_stop_with_kafka_down_ends_within_lame_duck_plus_drain_timeout() {
         eprintln!("{mode} mode, lame_duck_ms = {lame_duck}: exit {code:?} after {took:?}");
         assert_eq!(code, Some(0), "{mode}");
         let bound = Duration::from_millis(lame_duck + 10_000 + 1_000);
-        assert!(took <= bound, "{mode}, lame duck {lame_duck}: {took:?} > {bound:?}");
+        assert!(
+            took <= bound,
+            "{mode}, lame duck {lame_duck}: {took:?} > {bound:?}"
+        );
     }
     for sent in sending {
         let _ = sent.await;
