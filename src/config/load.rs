@@ -35,7 +35,7 @@ impl Settings {
     }
 
     /// Loads the layers and reads `*_file` secrets. Returns the settings with the problems
-    /// met on the way (unknown keys, values of the wrong type, secret files that cannot be
+    /// met on the way (unknown keys, values of the wrong type, secret files that cannot
     /// be read), or only the problems when the layers cannot be read into settings at all.
     fn load_layers(
         file: Option<&Path>,
@@ -259,6 +259,15 @@ fn without_value(message: &str) -> String {
             kept.push_str(part);
         }
     }
+    // And nothing in double quotes (serde's `string "…"`).
+    let mut parts = kept.split('"');
+    let mut unquoted = parts.next().unwrap_or_default().to_owned();
+    for (at, part) in parts.enumerate() {
+        if at % 2 == 1 {
+            unquoted.push_str(part);
+        }
+    }
+    kept = unquoted;
     for unsigned in ["u8", "u16", "u32", "u64", "usize"] {
         kept = kept.replace(
             &format!("expected {unsigned}"),
@@ -290,10 +299,14 @@ fn in_our_words(error: &config::ConfigError) -> String {
         } => format!("{key}{}: {}", at(origin), in_our_words(error)),
         E::Message(message) => message.clone(),
         E::NotFound(what) => format!("{what} was not found"),
+        // Only the parser's first line (where), never the snippet of the file it shows.
         E::FileParse {
             uri: Some(uri),
             cause,
-        } => format!("{uri} is not valid TOML: {cause}"),
+        } => format!(
+            "{uri} is not valid TOML: {}",
+            cause.to_string().lines().next().unwrap_or_default()
+        ),
         other => other.to_string(),
     }
 }

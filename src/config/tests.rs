@@ -490,3 +490,20 @@ fn a_memory_budget_too_small_for_the_largest_body_is_refused_with_the_fix() {
         "{problems}"
     );
 }
+
+#[test]
+fn values_the_types_let_through_but_the_settings_cannot_read_are_all_named() {
+    let file = file("[server]\nmax_connections = -5\nlisten = \"not an address\"\n");
+    let name = file.path().display();
+    let message = problems(Settings::load(Some(file.path()), env(&[])));
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        [
+            format!("server.listen ({name} line 3): invalid socket address syntax"),
+            format!(
+                "server.max_connections ({name} line 2): invalid value, expected a whole \
+                 number, 0 or more"
+            ),
+        ]
+    );
+}
