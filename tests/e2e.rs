@@ -197,13 +197,26 @@ fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// The settings of the gateway that wrote the topics: its brokers and its app. Every
+/// command loads and checks the whole configuration, as `check-config` does.
+fn gateway_settings(brokers: &str) -> [(&'static str, String); 3] {
+    [
+        ("WABA_GATEWAY__KAFKA__BROKERS", brokers.to_owned()),
+        ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET.to_owned()),
+        (
+            "WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN",
+            VERIFY_TOKEN.to_owned(),
+        ),
+    ]
+}
+
 /// Runs `replay --from deadletter` against `brokers`, with `env` and `extra` arguments;
 /// it must succeed. Returns its output.
 fn replay(brokers: &str, env: &[(&str, &str)], extra: &[&str]) -> String {
     let output = binary()
         .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
         .args(extra)
-        .env("WABA_GATEWAY__KAFKA__BROKERS", brokers)
+        .envs(gateway_settings(brokers))
         .envs(env.iter().copied())
         .output()
         .expect("runs");
@@ -487,7 +500,7 @@ async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
         let filtered = binary()
             .args(["replay", "--from", "deadletter", "--idle-seconds", "3"])
             .args(["--reason", "unknown_topic"])
-            .env("WABA_GATEWAY__KAFKA__BROKERS", &address)
+            .envs(gateway_settings(&address))
             .output()
             .expect("runs");
         let stderr = String::from_utf8_lossy(&filtered.stderr);
