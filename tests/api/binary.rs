@@ -916,3 +916,32 @@ fn replay_filters_that_can_match_nothing_are_usage_errors() {
         "{stderr}"
     );
 }
+
+/// `RUST_LOG=warning` is no log filter (`warning` reads as a target): every command says
+/// so on standard error, and `log.level` applies, so `serve` still logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_rust_log_is_warned_of_and_log_level_applies() {
+    let check = binary()
+        .arg("check-config")
+        .env("RUST_LOG", "warning")
+        .output()
+        .expect("runs");
+    assert_eq!(check.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains(
+            "waba-gateway: warning: RUST_LOG is ignored: RUST_LOG = \"warning\" is not a log filter"
+        ),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    // It starts only once it has logged where it listens, at log.level = "info".
+    let serve = GatewayProcess::start(dir.path(), &[("RUST_LOG", "warning")]);
+    serve.wait_ready().await;
+    assert!(
+        serve.log().contains("RUST_LOG is ignored"),
+        "{}",
+        serve.log()
+    );
+    assert_eq!(serve.signal("TERM").code(), Some(0));
+}
