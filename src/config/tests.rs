@@ -391,6 +391,12 @@ fn lax_types_are_refused_all_at_once_in_the_order_of_the_keys() {
                 .to_owned(),
         ]
     );
+    // A whole number with a zero fraction, as Helm's toToml writes numbers, is that number.
+    let helm =
+        self::file("[server]\nmax_connections = 4096.0\n[shutdown]\nlame_duck_ms = 5000.0\n");
+    let settings = Settings::load(Some(helm.path()), env(&[])).expect("valid");
+    assert_eq!(settings.server.max_connections, 4096);
+    assert_eq!(settings.shutdown.lame_duck_ms, 5000);
     // The same run, twice: the same lines.
     let again = problems(Settings::load(
         Some(file.path()),

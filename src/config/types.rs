@@ -1,5 +1,5 @@
 //! Types, checked strictly and all at once: a whole number where one is expected (not
-//! `6.5`, which the layers would round), `true` or `false` (not `"off"`), text in quotes
+//! `6.5`, which the layers would round; `5000.0` is 5000), `true` or `false` (not `"off"`), text in quotes
 //! (not `brokers = 9092`), and one of the names of a choice. The `config` crate would
 //! convert each of these silently, or stop at the first one it cannot, in an order that
 //! varies from run to run; here every problem is named, sorted by key, without the value
@@ -131,6 +131,15 @@ fn fitted(
         }
         Value::Number(_) => match value {
             Value::Number(number) if number.is_i64() || number.is_u64() => Fit::Fits,
+            // A whole number written with a fraction of zero (`5000.0`: Helm's `toToml`
+            // writes every number from values.yaml so) is that number; `6.5` is not.
+            Value::Number(number)
+                if number
+                    .as_f64()
+                    .is_some_and(|n| n.fract() == 0.0 && n.abs() < 9.0e15) =>
+            {
+                Fit::Is((number.as_f64().unwrap_or_default() as i64).into())
+            }
             Value::String(text) if from_env => match text.trim().parse::<i64>() {
                 Ok(number) => Fit::Is(number.into()),
                 Err(_) => match text.trim().parse::<u64>() {
