@@ -582,7 +582,35 @@ fn millis(at: SystemTime) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Ledger;
+    use super::{Ledger, REASONS};
+
+    #[test]
+    fn every_reason_the_split_gives_a_dead_letter_is_a_choice_of_reason() {
+        let routing = crate::config::KafkaSettings::default().routing();
+        let bodies: [&[u8]; 8] = [
+            b"",
+            b"{\"entry\":[\xff]}",
+            b"hello",
+            b"42",
+            b"{\"object\":\"page\"}",
+            b"{\"entry\":{\"id\":\"1\"}}",
+            b"[]",
+            b"{\"entry\":[]}",
+        ];
+        let mut reasons: Vec<&str> = bodies
+            .iter()
+            .map(|body| {
+                crate::envelope::to_records(&routing, "default", body, std::time::SystemTime::now())
+                    .deadletter
+                    .expect("a dead letter")
+            })
+            .collect();
+        reasons.dedup();
+        assert_eq!(reasons.len(), 8, "one body per reason: {reasons:?}");
+        for reason in reasons {
+            assert!(REASONS.contains(&reason), "{reason}");
+        }
+    }
 
     #[test]
     fn a_ledger_remembers_scattered_offsets_and_reads_back_what_it_wrote() {

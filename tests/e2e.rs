@@ -132,42 +132,11 @@ async fn the_spool_forwards_every_acknowledged_notification_to_the_broker() {
     assert_eq!(gateway.signal("TERM").code(), Some(0));
 }
 
-/// Produces `letters` to the dead-letter topic the way an earlier gateway wrote them: the
-/// raw body as value, `wa-app`, `wa-error` and `wa-received-at`.
+/// Creates the dead-letter topic (tansu creates none by itself) and writes `letters` to
+/// it (see [`helpers::write_dead_letters`]).
 fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let config = {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", brokers);
-        config
-    };
     create_topics(brokers, &["whatsapp.deadletter"]);
-    let producer: ThreadedProducer<DefaultProducerContext> = config.create().expect("a producer");
-    for (body, reason) in letters {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "wa-app",
-                value: Some("default"),
-            })
-            .insert(Header {
-                key: "wa-error",
-                value: Some(*reason),
-            })
-            .insert(Header {
-                key: "wa-received-at",
-                value: Some("2026-11-20T10:00:00.000Z"),
-            });
-        producer
-            .send(
-                BaseRecord::<(), [u8]>::to("whatsapp.deadletter")
-                    .payload(body)
-                    .headers(headers),
-            )
-            .map_err(|(error, _)| error)
-            .expect("enqueued");
-    }
-    producer.flush(Duration::from_secs(10)).expect("written");
+    helpers::write_dead_letters(brokers, letters);
 }
 
 /// Creates `topics` with one partition each (tansu creates none by itself).

@@ -585,3 +585,42 @@ pub async fn connect_from(
     socket.bind(SocketAddr::from((source, 0)))?;
     socket.connect(addr).await
 }
+
+/// Writes `letters` (body, `wa-error` reason) to partition 0 of `whatsapp.deadletter` the
+/// way an earlier gateway wrote them: the raw body as value, `wa-app`, `wa-error` and
+/// `wa-received-at`.
+pub fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("a producer");
+    for (body, reason) in letters {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "wa-app",
+                value: Some("default"),
+            })
+            .insert(Header {
+                key: "wa-error",
+                value: Some(*reason),
+            })
+            .insert(Header {
+                key: "wa-received-at",
+                value: Some("2026-11-20T10:00:00.000Z"),
+            });
+        producer
+            .send(
+                BaseRecord::<(), [u8]>::to("whatsapp.deadletter")
+                    .partition(0)
+                    .payload(*body)
+                    .headers(headers),
+            )
+            .map_err(|(error, _)| error)
+            .expect("enqueued");
+    }
+    producer
+        .flush(std::time::Duration::from_secs(10))
+        .expect("written");
+}

@@ -373,38 +373,6 @@ async fn kafka_client_statistics_and_process_metrics_are_exported() {
     cluster.broker_up(1).expect("up");
 }
 
-/// Writes dead letters to partition 0 of `whatsapp.deadletter` as an earlier gateway did:
-/// each body with `wa-app` and `wa-error`.
-fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("a producer");
-    for (body, reason) in letters {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "wa-app",
-                value: Some("default"),
-            })
-            .insert(Header {
-                key: "wa-error",
-                value: Some(*reason),
-            });
-        producer
-            .send(
-                BaseRecord::<(), [u8]>::to("whatsapp.deadletter")
-                    .partition(0)
-                    .payload(*body)
-                    .headers(headers),
-            )
-            .map_err(|(error, _)| error)
-            .expect("queued");
-    }
-    producer.flush(Duration::from_secs(10)).expect("flushed");
-}
-
 /// A notification that splits today, told apart by its message id.
 fn notification(n: usize) -> Vec<u8> {
     String::from_utf8(fixture("messages_text.json"))
