@@ -14,15 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-use crate::config::{AckMode, ConfigError, Settings};
-use crate::delivery::{Deliverer, Intake};
+use crate::config::{ConfigError, Settings};
+use crate::delivery::{Delivery, Mode, Purpose};
 use crate::http::{Gateway, Listener, Serving, serve};
 use crate::metrics::Metrics;
+use crate::publish::Publisher;
 use crate::publish::embedded::EmbeddedKafka;
-use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
-use crate::publish::{Publisher, Sink};
+use crate::publish::kafka::KafkaPublisher;
 use crate::shutdown::Readiness;
-use crate::spool::{Spool, forwarder};
 use crate::tls::{self, Tls};
 
 /// After the lame duck, how long connections accepted just before the listener closed may
@@ -38,13 +37,10 @@ pub struct Dependencies {
 
 /// A gateway with its listeners bound, ready to run.
 pub struct App {
-    /// In `spool` mode: the spool and what its forwarder publishes with.
-    forwarding: Option<(Arc<Spool>, Deliverer)>,
+    delivery: Delivery,
     public: TcpListener,
     admin: TcpListener,
     gateway: Arc<Gateway>,
-    publisher: Arc<dyn Publisher>,
-    kafka: Option<Arc<KafkaPublisher>>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     tls: Option<Arc<Tls>>,
@@ -85,76 +81,22 @@ impl App {
 
         let routing = settings.routing();
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
-        let (publisher, kafka) = match dependencies.publisher {
-            Some(publisher) => (publisher, None),
-            None => {
-                let options = kafka_options(&settings);
-                let problems = crate::publish::kafka::property_problems(&options);
-                if !problems.is_empty() {
-                    return Err(ConfigError::Invalid(problems).into());
-                }
-                let producer_config = options.producer_config();
-                let kafka =
-                    KafkaPublisher::new(options, Some(metrics.clone())).map_err(|error| {
-                        anyhow::anyhow!(
-                            "creating the Kafka producer: {} (check [kafka.librdkafka])",
-                            crate::publish::kafka::describe(&error, &producer_config)
-                        )
-                    })?;
-                let kafka = Arc::new(kafka);
-                (kafka.clone() as Arc<dyn Publisher>, Some(kafka))
-            }
-        };
-
+        let delivery = Delivery::new(
+            &settings,
+            Purpose::Serve,
+            metrics.clone(),
+            dependencies.publisher,
+        )?;
         let readiness = Arc::new(Readiness::new());
-        let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
-        if let Some(problem) = spool_dir_problem(&settings) {
-            return Err(ConfigError::Invalid(vec![problem]).into());
+        if let Some(spool) = delivery.spool() {
+            readiness.follow_spool(spool.full());
         }
-        let spool = match settings.delivery.ack {
-            AckMode::Spool => {
-                let dir = &settings.delivery.spool_dir;
-                let (spool, recovery) =
-                    Spool::open(dir, settings.delivery.spool_max_bytes, metrics.clone())
-                        .with_context(|| {
-                            format!(
-                                "opening the spool in delivery.spool_dir = {}",
-                                dir.display()
-                            )
-                        })?;
-                tracing::info!(
-                    dir = %dir.display(),
-                    replayed = recovery.replayed,
-                    torn_bytes = recovery.torn_bytes,
-                    quarantined = recovery.quarantined,
-                    "spool open"
-                );
-                spool.read_ahead(settings.delivery.forward_read_ahead_bytes());
-                readiness.follow_spool(spool.full());
-                Some(spool)
-            }
-            _ => None,
-        };
-        let deliverer = Deliverer::new(sink, routing, metrics.clone());
-        let timeout = Duration::from_millis(settings.delivery.kafka_ack_timeout_ms);
-        let intake = match spool.clone() {
-            Some(spool) => Intake::Spool(spool),
-            None if settings.delivery.ack == AckMode::None => Intake::None {
-                deliverer: deliverer.clone(),
-                timeout,
-            },
-            None => Intake::Kafka {
-                deliverer: deliverer.clone(),
-                timeout,
-            },
-        };
         let gateway = Arc::new(Gateway::new(
             &settings,
-            intake,
+            delivery.intake(),
             metrics.clone(),
             readiness.clone(),
         ));
-        let forwarding = spool.map(|spool| (spool, deliverer));
         let tls = load_tls(&settings)?.map(Arc::new);
 
         let public = TcpListener::bind(settings.server.listen)
@@ -172,12 +114,10 @@ impl App {
             );
         }
         Ok(Self {
-            forwarding,
+            delivery,
             public,
             admin,
             gateway,
-            publisher,
-            kafka,
             readiness,
             metrics,
             tls,
@@ -212,15 +152,11 @@ impl App {
             "listening"
         );
         let tls_reloader = tokio::spawn(tls::reload(self.tls.clone(), self.metrics.clone()));
-        let readiness_check = tokio::spawn(wait_for_kafka(self.kafka, self.readiness.clone()));
-        let (forwarder_mode, forwarder) = match self.forwarding {
-            Some((spool, deliverer)) => {
-                let (mode, watched) = watch::channel(forwarder::Mode::Run);
-                let task = tokio::spawn(forwarder::run(spool.clone(), deliverer, watched));
-                (Some(mode), Some((task, spool)))
-            }
-            None => (None, None),
-        };
+        let readiness_check = tokio::spawn(wait_for_kafka(
+            self.delivery.kafka().cloned(),
+            self.readiness.clone(),
+        ));
+        let forwarding = self.delivery.forward(Mode::Run);
 
         let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
@@ -279,19 +215,12 @@ impl App {
         if tokio::time::timeout(remaining, drained).await.is_err() {
             tracing::warn!("requests still in flight at the drain deadline were cut off");
         }
-        if let (Some(mode), Some((task, spool))) = (forwarder_mode, forwarder) {
+        if let Some(forwarding) = forwarding {
             // No request is in flight any more: close the spool, then forward what it
             // holds until the deadline. What is left is sent after the next start.
-            let closing = spool.clone();
-            let _ = tokio::task::spawn_blocking(move || closing.close()).await;
-            let _ = mode.send(forwarder::Mode::Drain);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let mut task = task;
-            if tokio::time::timeout(remaining, &mut task).await.is_err() {
-                let _ = mode.send(forwarder::Mode::Stop);
-                let _ = task.await;
-            }
-            let left = spool.unreleased();
+            let left = forwarding
+                .drain(tokio::time::Instant::from_std(deadline), drop)
+                .await;
             if left > 0 {
                 tracing::warn!(
                     entries = left,
@@ -300,15 +229,9 @@ impl App {
             } else {
                 tracing::info!("spool drained");
             }
-            let checkpointing = spool.clone();
-            if let Ok(Err(error)) =
-                tokio::task::spawn_blocking(move || checkpointing.checkpoint()).await
-            {
-                tracing::warn!(%error, "could not write the spool checkpoint; more entries will be replayed");
-            }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match self.publisher.flush(remaining).await {
+        match self.delivery.publisher().flush(remaining).await {
             Ok(()) => tracing::info!("producer flushed"),
             Err(error) => {
                 tracing::error!(%error, "records still unacknowledged at the drain deadline")
@@ -318,8 +241,8 @@ impl App {
         if let Ok(drained) = admin_task.await {
             let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
         }
-        drop(self.publisher);
         drop(self.gateway);
+        drop(self.delivery);
         drop(self.embedded);
         tracing::info!("stopped");
         Ok(())
@@ -338,71 +261,23 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
     }
 }
 
-/// What [`check`] finds, as sentences; [`Settings::load`] adds them to its own.
+/// Loads the settings as every command does: [`Settings::load`] with [`check_problems`]
+/// in the same run.
+pub fn load_settings(
+    file: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    Settings::load_checked(file, env, check_problems)
+}
+
+/// What [`check`] finds, as sentences: delivery's problems (spool, producer) and the TLS
+/// files'.
 pub fn check_problems(settings: &Settings) -> Vec<String> {
-    let mut problems: Vec<String> = spool_dir_problem(settings).into_iter().collect();
+    let mut problems = crate::delivery::problems(settings);
     if let Err(ConfigError::Invalid(tls)) = load_tls(settings) {
         problems.extend(tls);
     }
-    problems.extend(crate::publish::kafka::property_problems(&kafka_options(
-        settings,
-    )));
     problems
-}
-
-/// Why `delivery.spool_dir` cannot hold the spool, with `ack = "spool"`: empty, a file,
-/// under a file, or not writable (checked by creating and removing a file in it, or in
-/// the nearest folder that exists when it is still to be created).
-fn spool_dir_problem(settings: &Settings) -> Option<String> {
-    if settings.delivery.ack != AckMode::Spool {
-        return None;
-    }
-    let dir = &settings.delivery.spool_dir;
-    let problem = |what: String| {
-        Some(format!(
-            "delivery.spool_dir = {:?} {what}; point it at a writable folder (a volume of \
-             its own in production)",
-            dir.display().to_string()
-        ))
-    };
-    if dir.as_os_str().is_empty() {
-        return problem("is empty".to_owned());
-    }
-    let existing = dir
-        .ancestors()
-        .find(|path| path.as_os_str().is_empty() || std::fs::symlink_metadata(path).is_ok());
-    let existing = match existing {
-        Some(path) if path.as_os_str().is_empty() => std::path::Path::new("."),
-        Some(path) => path,
-        None => return problem("has no folder above it that exists".to_owned()),
-    };
-    if !existing.is_dir() {
-        return problem(if existing == dir.as_path() {
-            "is a file, not a folder".to_owned()
-        } else {
-            format!("is under {}, which is not a folder", existing.display())
-        });
-    }
-    let probe = existing.join(format!(".waba-gateway-check-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            None
-        }
-        Err(error) => problem(format!("cannot be written ({error})")),
-    }
-}
-
-/// The producer's options from `[kafka]` and `[delivery]`.
-fn kafka_options(settings: &Settings) -> KafkaOptions {
-    let message_timeout = match settings.delivery.ack {
-        AckMode::Kafka => Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
-        // The spool keeps every entry until Kafka has it: librdkafka retries without a
-        // deadline (0), in order, and the forwarder waits.
-        AckMode::Spool => Duration::ZERO,
-        AckMode::None => Duration::from_secs(300),
-    };
-    KafkaOptions::from_settings(settings, message_timeout)
 }
 
 /// Loads `[server.tls]`, if configured; a file that cannot be used is a configuration
@@ -417,7 +292,6 @@ fn load_tls(settings: &Settings) -> Result<Option<Tls>, ConfigError> {
         .map_err(|error| ConfigError::Invalid(vec![format!("server.tls: {error}")]))
 }
 
-/// What the forwarder needs, from build to run.
 /// Polls Kafka until it answers, then marks the gateway ready.
 async fn wait_for_kafka(kafka: Option<Arc<KafkaPublisher>>, readiness: Arc<Readiness>) {
     let Some(kafka) = kafka else {

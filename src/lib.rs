@@ -16,6 +16,7 @@ pub mod config;
 pub mod delivery;
 pub mod doctor;
 pub mod envelope;
+pub mod epoch;
 pub mod graph;
 pub mod http;
 pub mod metrics;

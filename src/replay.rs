@@ -386,7 +386,11 @@ fn open(
         let mut asked = TopicPartitionList::new();
         for partition in &partitions {
             asked
-                .add_partition_offset(topic, *partition, Offset::Offset(millis(since)))
+                .add_partition_offset(
+                    topic,
+                    *partition,
+                    Offset::Offset(crate::epoch::ms(since) as i64),
+                )
                 .context("choosing where to start")?;
         }
         let found = consumer
@@ -464,7 +468,7 @@ async fn replay_one(
     let written = message
         .timestamp()
         .to_millis()
-        .map(|at| SystemTime::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64));
+        .map(|at| crate::epoch::at(at.max(0) as u64));
     let outside = |at: SystemTime| {
         options.since.is_some_and(|since| at < since)
             || options.until.is_some_and(|until| at > until)
@@ -572,12 +576,6 @@ fn refused_record(message: &BorrowedMessage<'_>, topic: String, value: &[u8]) ->
         value: value.to_vec(),
         counts_change: true,
     }
-}
-
-fn millis(at: SystemTime) -> i64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub struct Overrides {
 /// `[kafka]` unless `overrides` say otherwise, with `max.message.bytes` fitting
 /// `server.max_body_bytes`.
 pub fn plan(settings: &Settings, overrides: &Overrides) -> Vec<TopicSpec> {
-    let max_message_bytes = KafkaOptions::from_settings(settings, Duration::ZERO)
+    let max_message_bytes = KafkaOptions::from_settings(settings)
         .max_message_bytes()
         .to_string();
     let mut configs = BTreeMap::from([("max.message.bytes", max_message_bytes)]);

@@ -217,7 +217,7 @@ fn is_closed_pipe(error: &anyhow::Error) -> bool {
 fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     warn_of_misnamed_variables();
     warn_of_unreadable_rust_log();
-    Ok(Settings::load(config, std::env::vars())?)
+    Ok(crate::app::load_settings(config, std::env::vars())?)
 }
 
 /// Says on standard error when `RUST_LOG` is not a log filter: it would silence every line

@@ -4,16 +4,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{From, UsageError};
 use crate::config::Settings;
-use crate::delivery::Deliverer;
+use crate::delivery::{Delivery, Purpose};
 use crate::metrics::Metrics;
-use crate::publish::Sink;
-use crate::publish::kafka::{KafkaOptions, KafkaPublisher};
+use crate::publish::kafka::KafkaOptions;
 use crate::replay::ReplayOptions;
 use crate::tail::{Selection, TailOptions};
 
@@ -49,17 +47,14 @@ pub(super) fn resolve_brokers(
     })
 }
 
-/// `[kafka]` with `brokers`, for a command's own clients: a record waits `message_timeout`
-/// for Kafka (0: without a deadline).
-pub(super) fn kafka_options(
-    settings: &Settings,
-    brokers: String,
-    message_timeout: Duration,
-) -> KafkaOptions {
-    KafkaOptions {
-        brokers,
-        ..KafkaOptions::from_settings(settings, message_timeout)
-    }
+/// The settings with `--brokers`, else the embedded broker's address, as `kafka.brokers`:
+/// what a command's own clients connect to.
+pub(super) fn with_brokers(
+    mut settings: Settings,
+    brokers: Option<String>,
+) -> anyhow::Result<Settings> {
+    settings.kafka.brokers = resolve_brokers(&settings, brokers)?;
+    Ok(settings)
 }
 
 pub(super) fn tail(
@@ -100,9 +95,9 @@ pub(super) fn tail(
                 .collect::<Result<_, _>>()?,
         )
     };
-    let brokers = resolve_brokers(&settings, brokers)?;
+    let settings = with_brokers(settings, brokers)?;
     let options = TailOptions {
-        config: kafka_options(&settings, brokers, Duration::ZERO).consumer_config(),
+        config: KafkaOptions::from_settings(&settings).consumer_config(),
         selection,
         from_beginning: from == From::Beginning,
         exit_at_end: exit,
@@ -139,9 +134,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(problem) = args.selection.impossible() {
         return Err(UsageError(problem).into());
     }
-    let settings = kafka_settings(args.config.as_deref())?;
-    let brokers = resolve_brokers(&settings, args.brokers)?;
-    let options = kafka_options(&settings, brokers, Duration::from_secs(30));
+    let settings = with_brokers(kafka_settings(args.config.as_deref())?, args.brokers)?;
     let routing = settings.routing();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -152,20 +145,12 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         selection,
         ..
     } = args;
-    let consumer = options.consumer_config();
+    let consumer = KafkaOptions::from_settings(&settings).consumer_config();
     let terminal = std::io::stderr().is_terminal();
     let summary = runtime.block_on(async {
-        let producer_config = options.producer_config();
-        let publisher = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
-            anyhow::anyhow!(
-                "creating the Kafka producer: {}",
-                crate::publish::kafka::describe(&error, &producer_config)
-            )
-        })?);
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
-        let sink = Sink::new(publisher.clone(), metrics.clone(), routing.deadletter());
-        let deliverer = Deliverer::new(sink, routing, metrics);
-        crate::replay::run(&consumer, &selection, &deliverer, |summary| {
+        let delivery = Delivery::new(&settings, Purpose::Replay, metrics, None)?;
+        crate::replay::run(&consumer, &selection, delivery.deliverer(), |summary| {
             if terminal {
                 eprint!("\r{}", summary.line(selection.dry_run));
             }

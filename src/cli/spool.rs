@@ -4,18 +4,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use tokio::sync::watch;
 
-use super::readers::{kafka_options, kafka_settings, resolve_brokers};
-use crate::delivery::Deliverer;
+use super::readers::{kafka_settings, with_brokers};
+use crate::delivery::{Delivery, Mode, Purpose};
 use crate::metrics::Metrics;
-use crate::publish::Sink;
-use crate::publish::kafka::KafkaPublisher;
-use crate::spool::{Spool, forwarder};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SpoolAction {
@@ -104,38 +100,26 @@ fn drain(
     brokers: Option<String>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let settings = kafka_settings(config.as_deref())?;
-    // As behind `serve` in spool mode: librdkafka retries without a deadline, this
-    // command's timeout bounds the whole.
-    let options = kafka_options(
-        &settings,
-        resolve_brokers(&settings, brokers)?,
-        Duration::ZERO,
-    );
-    let brokers = options.brokers.clone();
+    let settings = with_brokers(kafka_settings(config.as_deref())?, brokers)?;
+    let brokers = settings.kafka.brokers.clone();
     let routing = settings.routing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let deadline = Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let outcome: anyhow::Result<usize> = runtime.block_on(async {
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
         refuse_what_is_no_spool(&dir)?;
-        let (spool, recovery) =
-            Spool::open(&dir, settings.delivery.spool_max_bytes, metrics.clone())
-                .with_context(|| format!("opening the spool in {}", dir.display()))?;
-        // Nothing is appended by a drain: this bounds what it publishes at once.
-        spool.read_ahead(settings.delivery.forward_read_ahead_bytes());
-        let producer_config = options.producer_config();
-        let kafka = Arc::new(KafkaPublisher::new(options, None).map_err(|error| {
-            anyhow::anyhow!(
-                "creating the Kafka producer: {}",
-                crate::publish::kafka::describe(&error, &producer_config)
-            )
-        })?);
+        // As behind `serve` in spool mode: librdkafka retries without a deadline, this
+        // command's timeout bounds the whole.
+        let mut delivery = Delivery::new(&settings, Purpose::Drain, metrics, None)?;
+        let recovery = delivery
+            .open_spool(&dir)
+            .with_context(|| format!("opening the spool in {}", dir.display()))?;
+        let kafka = delivery.kafka().expect("a Kafka producer");
         let reach = deadline
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(tokio::time::Instant::now())
             .min(Duration::from_secs(30));
         kafka.check_connection(reach).await.map_err(|error| {
             anyhow::anyhow!(
@@ -143,35 +127,18 @@ fn drain(
                  forwarded, the spool is unchanged"
             )
         })?;
-        let sink = Sink::new(kafka.clone(), metrics.clone(), routing.deadletter());
-        let (mode, watched) = watch::channel(forwarder::Mode::Drain);
-        let deliverer = Deliverer::new(sink, routing.clone(), metrics);
-        let mut forwarding = tokio::spawn(forwarder::run(spool.clone(), deliverer, watched));
+        let forwarding = delivery.forward(Mode::Drain).expect("the spool is open");
         let terminal = std::io::stderr().is_terminal();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let finished = loop {
-            tokio::select! {
-                _ = &mut forwarding => break true,
-                _ = tick.tick() => {
-                    if Instant::now() >= deadline {
-                        break false;
-                    }
-                    if terminal {
-                        eprint!("\r{} of {} entries left", spool.unreleased(), recovery.replayed);
-                    }
+        let left = forwarding
+            .drain(deadline, |left| {
+                if terminal {
+                    eprint!("\r{left} of {} entries left", recovery.replayed);
                 }
-            }
-        };
-        if !finished {
-            let _ = mode.send(forwarder::Mode::Stop);
-            let _ = forwarding.await;
-        }
+            })
+            .await;
         if terminal {
             eprintln!();
         }
-        let closing = spool.clone();
-        let _ = tokio::task::spawn_blocking(move || closing.close()).await;
-        let left = spool.unreleased();
         if left > 0 {
             anyhow::bail!(
                 "{left} of {} entries were not forwarded within {} s; they stay on the spool \

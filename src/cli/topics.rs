@@ -9,8 +9,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use rdkafka::admin::AdminClient;
 
 use super::Failed;
-use super::readers::{kafka_options, kafka_settings, resolve_brokers};
+use super::readers::{kafka_settings, with_brokers};
 use crate::publish::client_log::ClientLog;
+use crate::publish::kafka::KafkaOptions;
 use crate::topics::{Finding, Overrides, TopicSpec, create, inspect, plan, strimzi};
 
 #[derive(Debug, Subcommand)]
@@ -157,9 +158,9 @@ fn describe(spec: &TopicSpec) -> String {
 /// missing or mis-set.
 fn connect_and(args: &TopicsArgs, apply: bool) -> anyhow::Result<()> {
     let (settings, specs) = specs(args)?;
-    let brokers = resolve_brokers(&settings, args.brokers.clone())?;
-    let options = kafka_options(&settings, brokers.clone(), std::time::Duration::ZERO);
-    let admin_config = options.consumer_config();
+    let settings = with_brokers(settings, args.brokers.clone())?;
+    let brokers = settings.kafka.brokers.clone();
+    let admin_config = KafkaOptions::from_settings(&settings).consumer_config();
     let admin: AdminClient<ClientLog> = admin_config
         .create_with_context(ClientLog::new(&brokers))
         .map_err(|error| {

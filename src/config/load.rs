@@ -16,17 +16,28 @@ use crate::routing::SplitBy;
 
 impl Settings {
     /// Loads defaults, then `file`, then the `WABA_GATEWAY__*` variables of `env`, reads
-    /// `*_file` secrets, adds the demo app where it applies, and validates.
+    /// `*_file` secrets, adds the demo app where it applies, and validates the settings.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_checked(file, env, |_| Vec::new())
+    }
+
+    /// [`Settings::load`], with the problems `check` finds in the settings once read
+    /// reported in the same run (the commands pass `app::check_problems`: files, spool,
+    /// librdkafka).
+    pub fn load_checked(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        check: impl FnOnce(&Self) -> Vec<String>,
     ) -> Result<Self, ConfigError> {
         let (mut settings, mut problems) = Self::load_layers(file, env)?;
         if settings.apps.is_empty() && settings.kafka.is_embedded() {
             settings.apps.insert("default".to_owned(), demo_app());
         }
         problems.extend(settings.problems());
-        problems.extend(crate::app::check_problems(&settings));
+        problems.extend(check(&settings));
         if problems.is_empty() {
             Ok(settings)
         } else {
@@ -430,7 +441,7 @@ impl<'de> Deserialize<'de> for AckMode {
             &[
                 ("spool", Self::Spool),
                 ("kafka", Self::Kafka),
-                ("none", Self::None),
+                ("none", Self::Queued),
             ],
         )
     }

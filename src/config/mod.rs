@@ -317,8 +317,9 @@ pub enum AckMode {
     Spool,
     /// Once Kafka has acknowledged every record of the request.
     Kafka,
-    /// Once the records are queued in memory; a crash loses what is queued.
-    None,
+    /// `none`: once the records are queued in memory; a crash loses what is queued.
+    #[serde(rename = "none")]
+    Queued,
 }
 
 /// `[delivery]`.

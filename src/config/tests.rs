@@ -288,7 +288,7 @@ fn every_unknown_key_is_named_in_one_run_with_where_it_was_written() {
          [kafka]\nbroker = \"k:9092\"\n[kafka.librdkafka]\n\"any.property\" = \"1\"\n\
          [kafka.topics]\nany_field = \"t\"\n",
     );
-    let message = problems(Settings::load(
+    let message = problems(crate::app::load_settings(
         Some(file.path()),
         env(&[
             ("WABA_GATEWAY__GRAPH__ACCES_TOKEN", "t"),

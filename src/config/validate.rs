@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use secrecy::ExposeSecret;
 
-use super::{AckMode, META_CLIENT_NAME, Settings};
+use super::{META_CLIENT_NAME, Settings};
 
 impl Settings {
     /// Every problem that makes these settings unusable, one sentence each, naming the key.
@@ -135,14 +135,6 @@ impl Settings {
         }
         if let Err(problem) = crate::graph::check_base_url(&self.graph.base_url) {
             problems.push(problem);
-        }
-        let smallest_spool = 2 * (server.max_body_bytes + 1024);
-        if self.delivery.ack == AckMode::Spool && self.delivery.spool_max_bytes < smallest_spool {
-            problems.push(format!(
-                "delivery.spool_max_bytes = {} must hold at least two of the largest bodies: \
-                 {smallest_spool} or more (or lower server.max_body_bytes)",
-                self.delivery.spool_max_bytes
-            ));
         }
         self.app_problems(&mut problems);
         let kafka = &self.kafka;

@@ -9,23 +9,31 @@ use http_body_util::{BodyExt, Full};
 
 use super::{Gateway, Listener};
 use crate::config::Settings;
-use crate::delivery::{Deliverer, Intake};
+use crate::delivery::{Delivery, Purpose};
 use crate::metrics::Metrics;
-use crate::publish::Sink;
 use crate::publish::memory::{Behaviour, MemoryPublisher};
 use crate::shutdown::Readiness;
-use crate::spool::Spool;
 
 const SECRET: &str = "handler-test-secret";
 const BODY: &[u8] = include_bytes!("../../tests/fixtures/messages_text.json");
 
-fn settings() -> Settings {
+/// The settings of a gateway with `delivery` as its `[delivery]` table.
+fn settings(delivery: &[(&str, &str)]) -> Settings {
     let env = [
         ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
         ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "token"),
         ("WABA_GATEWAY__KAFKA__BROKERS", "127.0.0.1:1"),
     ];
-    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    let delivery = delivery.iter().map(|(key, value)| {
+        (
+            format!("WABA_GATEWAY__DELIVERY__{}", key.to_uppercase()),
+            (*value).to_owned(),
+        )
+    });
+    let env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .chain(delivery);
     Settings::load(None, env).expect("valid settings")
 }
 
@@ -33,31 +41,35 @@ struct Handler {
     gateway: Gateway,
     memory: Arc<MemoryPublisher>,
     metrics: Arc<Metrics>,
+    delivery: Delivery,
 }
 
-/// A gateway whose intake is built by `intake` over a memory publisher.
-fn handler(intake: impl FnOnce(Deliverer) -> Intake) -> Handler {
-    let settings = settings();
-    let routing = settings.kafka.routing();
-    let metrics = Arc::new(Metrics::new(routing.known_topics()));
+/// A gateway with `delivery` as its `[delivery]` table, built as `serve` builds it, over
+/// a memory publisher.
+fn handler(delivery: &[(&str, &str)]) -> Handler {
+    let settings = settings(delivery);
+    let metrics = Arc::new(Metrics::new(settings.routing().known_topics()));
     let memory = Arc::new(MemoryPublisher::new());
-    let sink = Sink::new(memory.clone(), metrics.clone(), routing.deadletter());
-    let deliverer = Deliverer::new(sink, routing, metrics.clone());
+    let delivery = Delivery::new(
+        &settings,
+        Purpose::Serve,
+        metrics.clone(),
+        Some(memory.clone()),
+    )
+    .expect("delivery");
     let readiness = Arc::new(Readiness::new());
     readiness.kafka_reached();
-    let gateway = Gateway::new(&settings, intake(deliverer), metrics.clone(), readiness);
+    let gateway = Gateway::new(&settings, delivery.intake(), metrics.clone(), readiness);
     Handler {
         gateway,
         memory,
         metrics,
+        delivery,
     }
 }
 
-fn kafka_mode(timeout_ms: u64) -> impl FnOnce(Deliverer) -> Intake {
-    move |deliverer| Intake::Kafka {
-        deliverer,
-        timeout: Duration::from_millis(timeout_ms),
-    }
+fn kafka_mode(timeout_ms: &str) -> Handler {
+    handler(&[("ack", "kafka"), ("kafka_ack_timeout_ms", timeout_ms)])
 }
 
 impl Handler {
@@ -89,7 +101,7 @@ impl Handler {
 
 #[tokio::test(start_paused = true)]
 async fn kafka_mode_answers_503_exactly_when_the_ack_timeout_passes() {
-    let handler = handler(kafka_mode(300));
+    let handler = kafka_mode("300");
     handler.memory.set_behaviour(Behaviour::Hang);
     let started = tokio::time::Instant::now();
     let (status, _) = handler.notify(BODY).await;
@@ -104,7 +116,7 @@ async fn kafka_mode_answers_503_exactly_when_the_ack_timeout_passes() {
 
 #[tokio::test(start_paused = true)]
 async fn kafka_mode_answers_200_once_kafka_has_the_records_and_counts_them() {
-    let handler = handler(kafka_mode(5000));
+    let handler = kafka_mode("5000");
     let (status, body) = handler.notify(BODY).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "accepted\n"));
     let records = handler.memory.records();
@@ -113,16 +125,13 @@ async fn kafka_mode_answers_200_once_kafka_has_the_records_and_counts_them() {
     assert!(handler.metric(r#"waba_gateway_changes_total{app="default",field="messages"} 1"#));
 }
 
-fn none_mode(timeout_ms: u64) -> impl FnOnce(Deliverer) -> Intake {
-    move |deliverer| Intake::None {
-        deliverer,
-        timeout: Duration::from_millis(timeout_ms),
-    }
+fn none_mode(timeout_ms: &str) -> Handler {
+    handler(&[("ack", "none"), ("kafka_ack_timeout_ms", timeout_ms)])
 }
 
 #[tokio::test(start_paused = true)]
 async fn none_mode_answers_503_when_topics_are_not_created_within_the_timeout() {
-    let handler = handler(none_mode(300));
+    let handler = none_mode("300");
     handler.memory.set_behaviour(Behaviour::StallTopicCreation);
     let started = tokio::time::Instant::now();
     let (status, _) = handler.notify(BODY).await;
@@ -132,7 +141,7 @@ async fn none_mode_answers_503_when_topics_are_not_created_within_the_timeout() 
 
 #[tokio::test(start_paused = true)]
 async fn none_mode_answers_200_although_kafka_has_not_acknowledged() {
-    let handler = handler(none_mode(5000));
+    let handler = none_mode("5000");
     handler.memory.set_behaviour(Behaviour::Hold);
     let (status, _) = handler.notify(BODY).await;
     assert_eq!(status, StatusCode::OK);
@@ -150,11 +159,14 @@ async fn none_mode_answers_200_although_kafka_has_not_acknowledged() {
 #[tokio::test]
 async fn spool_mode_answers_200_with_the_body_on_the_spool_byte_for_byte() {
     let dir = tempfile::tempdir().expect("dir");
-    let metrics = Arc::new(Metrics::new(Vec::new()));
-    let (spool, _) = Spool::open(dir.path(), 1 << 20, metrics).expect("spool");
-    let handler = handler(|_| Intake::Spool(spool.clone()));
+    let spool_dir = dir.path().join("spool");
+    let handler = handler(&[
+        ("ack", "spool"),
+        ("spool_dir", spool_dir.to_str().expect("utf-8")),
+    ]);
     let (status, _) = handler.notify(BODY).await;
     assert_eq!(status, StatusCode::OK);
+    let spool = handler.delivery.spool().expect("a spool in spool mode");
     let entry = spool.read(0).expect("readable").expect("an entry");
     assert_eq!((entry.app.as_str(), &entry.body[..]), ("default", BODY));
     assert!(
@@ -165,7 +177,7 @@ async fn spool_mode_answers_200_with_the_body_on_the_spool_byte_for_byte() {
 
 #[tokio::test]
 async fn a_forged_body_reaches_no_intake() {
-    let handler = handler(kafka_mode(5000));
+    let handler = kafka_mode("5000");
     let request = Request::post("/webhook")
         .header(
             crate::signature::HEADER,

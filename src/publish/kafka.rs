@@ -18,7 +18,7 @@ use rdkafka::types::RDKafkaConfRes;
 
 use super::client_log::ClientLog;
 use super::{BoxFuture, Delivery, PublishError, Publisher, Undelivered};
-use crate::config::{AckMode, Settings};
+use crate::config::Settings;
 use crate::envelope::Record;
 use crate::metrics::Metrics;
 
@@ -62,33 +62,11 @@ pub struct Batching {
     pub queue_kbytes: u64,
 }
 
-impl Batching {
-    /// In `spool` mode only the forwarder produces and nobody waits for it: large batches
-    /// (`delivery.forward_*`). Otherwise every request waits for its batch: 1 ms, measured
-    /// on tansu (docs/PERFORMANCE.md): 5 ms gave 2.5k requests/s and a p99 of 8.4 ms at half
-    /// that rate, 1 ms 8.5k/s and 4.6 ms at lower CPU per request, 0 twice the CPU. The
-    /// queue takes half of `delivery.memory_budget_bytes` in every mode.
-    pub fn of(delivery: &crate::config::DeliverySettings) -> Self {
-        let queue_kbytes = (delivery.producer_queue_bytes() / 1024).max(1);
-        match delivery.ack {
-            AckMode::Spool => Self {
-                linger_ms: delivery.forward_linger_ms,
-                batch_bytes: delivery.forward_batch_bytes,
-                queue_kbytes,
-            },
-            AckMode::Kafka | AckMode::None => Self {
-                linger_ms: 1,
-                batch_bytes: 1_000_000,
-                queue_kbytes,
-            },
-        }
-    }
-}
-
 impl KafkaOptions {
-    /// The options `settings` describe, for a producer whose records may wait
-    /// `message_timeout` (0: without a deadline) for Kafka.
-    pub fn from_settings(settings: &Settings, message_timeout: Duration) -> Self {
+    /// The options `settings` describe, with librdkafka's own batching and a 30 s
+    /// deadline per record: what a client that does not produce needs. What produces is
+    /// tuned to its purpose by `delivery`.
+    pub fn from_settings(settings: &Settings) -> Self {
         let kafka = &settings.kafka;
         Self {
             brokers: kafka.brokers.clone(),
@@ -96,11 +74,15 @@ impl KafkaOptions {
             hidden: kafka.hidden_properties(),
             statistics_interval: Duration::from_millis(kafka.statistics_interval_ms),
             max_body_bytes: settings.server.max_body_bytes,
-            message_timeout,
+            message_timeout: Duration::from_secs(30),
             create_topics: kafka.create_topics,
             topic_partitions: kafka.topic_partitions,
             topic_replication_factor: kafka.topic_replication_factor,
-            batching: Batching::of(&settings.delivery),
+            batching: Batching {
+                linger_ms: 5,
+                batch_bytes: 1_000_000,
+                queue_kbytes: (settings.delivery.producer_queue_bytes() / 1024).max(1),
+            },
         }
     }
 
@@ -537,7 +519,11 @@ mod tests {
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: -1,
-            batching: Batching::of(&Default::default()),
+            batching: Batching {
+                linger_ms: 1,
+                batch_bytes: 1_000_000,
+                queue_kbytes: 65_536,
+            },
         }
     }
 

@@ -117,9 +117,10 @@ impl Sink {
         }
     }
 
-    /// The publisher behind this sink.
-    pub fn publisher(&self) -> &Arc<dyn Publisher> {
-        &self.publisher
+    /// The brokers its publisher cannot reach now, when it cannot reach any (see
+    /// [`Publisher::unreachable`]).
+    pub fn unreachable(&self) -> Option<String> {
+        self.publisher.unreachable()
     }
 
     /// Ensures the topics exist, then enqueues every record in order. Fails at once, with

@@ -22,7 +22,6 @@
 //!   warning; corrupt bytes elsewhere are quarantined, reported and counted.
 
 mod checkpoint;
-pub mod forwarder;
 pub mod frame;
 mod lock;
 mod log;
@@ -38,7 +37,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -400,16 +398,7 @@ impl Spool {
             .iter()
             .find(|slot| !slot.released)
             .map(|slot| slot.received_at_ms);
-        let age = oldest.map_or(0.0, |at| {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            now.saturating_sub(at) as f64 / 1000.0
-        });
+        let age = oldest.map_or(0.0, crate::epoch::age_secs);
         self.metrics.spool_oldest_age.set(age);
     }
 }
-
-/// How long the forwarder waits between attempts after a failure, at most.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);

@@ -2,7 +2,6 @@
 //! anything and without taking its lock, so it is safe beside a running gateway.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -126,12 +125,6 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
             offset += len;
         }
     }
-    status.oldest_entry_age_seconds = oldest.map(|at| {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at);
-        SystemTime::now()
-            .duration_since(at)
-            .unwrap_or_default()
-            .as_secs_f64()
-    });
+    status.oldest_entry_age_seconds = oldest.map(crate::epoch::age_secs);
     Ok(status)
 }

@@ -3,6 +3,7 @@
 use super::*;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::time::Duration;
 
 use crate::shutdown::Readiness;
 
@@ -289,7 +290,7 @@ mod format_v1 {
             assert_eq!(entry.received_at_ms, 1_795_000_000_000 + seq * 1000);
             let body = std::fs::read(fixture("tests/fixtures").join(name)).expect("body");
             assert_eq!(entry.body, body, "entry {seq} is {name} byte for byte");
-            let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms);
+            let received_at = crate::epoch::at(entry.received_at_ms);
             let split = envelope::to_records(&routing, &entry.app, &entry.body, received_at);
             assert_eq!(split.deadletter, None);
             for record in split.records {

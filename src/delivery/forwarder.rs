@@ -8,20 +8,82 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::{MAX_RETRY_DELAY, Spool};
+use super::Deliverer;
 use crate::backoff::Backoff;
-use crate::delivery::Deliverer;
 use crate::publish::PublishError;
+use crate::spool::Spool;
 use crate::telemetry::Throttle;
 
 /// Entries being published at once, at most.
 const MAX_IN_FLIGHT: usize = 1024;
+
+/// The longest wait between two attempts at an entry Kafka did not take.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// A forwarder running on its own task, from start to drain.
+pub struct Forwarding {
+    spool: Arc<Spool>,
+    mode: watch::Sender<Mode>,
+    task: JoinHandle<()>,
+}
+
+impl Forwarding {
+    /// Starts forwarding `spool` through `deliverer`: for ever (`Mode::Run`), or until
+    /// the spool is empty (`Mode::Drain`).
+    pub fn start(spool: Arc<Spool>, deliverer: Deliverer, mode: Mode) -> Self {
+        let (sender, watched) = watch::channel(mode);
+        let task = tokio::spawn(run(spool.clone(), deliverer, watched));
+        Self {
+            spool,
+            mode: sender,
+            task,
+        }
+    }
+
+    /// The spool it forwards.
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// Closes the spool to appends, forwards what it holds until it is empty or
+    /// `deadline` passes, writes the checkpoint, and returns the entries left (0: all in
+    /// Kafka). `progress` is called every second with the entries left.
+    pub async fn drain(self, deadline: Instant, mut progress: impl FnMut(usize)) -> usize {
+        let Self {
+            spool,
+            mode,
+            mut task,
+        } = self;
+        let closing = spool.clone();
+        let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+        let _ = mode.send(Mode::Drain);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let finished = loop {
+            tokio::select! {
+                _ = &mut task => break true,
+                () = tokio::time::sleep_until(deadline) => break false,
+                _ = tick.tick() => progress(spool.unreleased()),
+            }
+        };
+        if !finished {
+            let _ = mode.send(Mode::Stop);
+            let _ = task.await;
+        }
+        let checkpointing = spool.clone();
+        if let Ok(Err(error)) =
+            tokio::task::spawn_blocking(move || checkpointing.checkpoint()).await
+        {
+            tracing::warn!(%error, "could not write the spool checkpoint; more entries will be replayed");
+        }
+        spool.unreleased()
+    }
+}
 
 /// What the forwarder is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +97,7 @@ pub enum Mode {
 }
 
 /// Runs until `mode` says `Stop`, or says `Drain` and the spool is empty.
-pub async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<Mode>) {
+async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<Mode>) {
     let mut cursor = 0;
     let mut retries: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut in_flight: JoinSet<(u64, u64, Result<(), PublishError>)> = JoinSet::new();
@@ -160,7 +222,7 @@ async fn dispatch(
         Ok(None) => return Ok(None),
         Err(error) => return Err(PublishError::Retryable(error.to_string())),
     };
-    let received_at = SystemTime::UNIX_EPOCH + Duration::from_millis(entry.received_at_ms);
+    let received_at = crate::epoch::at(entry.received_at_ms);
     let pending = deliverer
         .enqueue(&entry.app, &entry.body, received_at)
         .await?;
