@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::delivery::Deliverer;
-use crate::envelope::{self, Record};
+use crate::envelope::{self, Record, headers};
 use crate::publish::client_log::ClientLog;
 
 /// Which dead letters a run reads, and what it does with them (the command line's
@@ -337,7 +337,7 @@ fn open(
         .set("group.id", &options.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
-    let consumer = crate::publish::client_log::consumer(&config)?;
+    let consumer = crate::publish::kafka::consumer(&config)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("reading the partitions of {topic}"))?;
@@ -476,18 +476,18 @@ async fn replay_one(
     let wanted_reason = options
         .reason
         .as_ref()
-        .is_none_or(|reason| wa_error_reason(header("wa-error").as_deref()) == Some(reason));
+        .is_none_or(|reason| wa_error_reason(header(headers::ERROR).as_deref()) == Some(reason));
     if written.is_some_and(outside) || !wanted_reason {
         summary.skipped += 1;
         return Ok(false);
     }
-    let app = header("wa-app").unwrap_or_else(|| "default".to_owned());
-    let received_at = header("wa-received-at")
+    let app = header(headers::APP).unwrap_or_else(|| "default".to_owned());
+    let received_at = header(headers::RECEIVED_AT)
         .and_then(|text| humantime::parse_rfc3339_weak(&text).ok())
         .or(written)
         .unwrap_or_else(SystemTime::now);
     let body = message.payload().unwrap_or_default();
-    let mut records = match header("wa-topic") {
+    let mut records = match header(headers::TOPIC) {
         // A record Kafka refused for good: its envelope goes to the topic it was meant
         // for, as it was (the topic may exist now).
         Some(topic) => vec![refused_record(message, topic, body)],
@@ -507,7 +507,9 @@ async fn replay_one(
         message.offset()
     );
     for record in &mut records {
-        record.headers.push(("wa-replayed-from", origin.clone()));
+        record
+            .headers
+            .push((headers::REPLAYED_FROM, origin.clone()));
     }
     summary.replayed += 1;
     summary.records += records.len() as u64;
@@ -526,25 +528,6 @@ async fn replay_one(
     Ok(true)
 }
 
-/// The headers a routed record carries, which a refused record keeps when it is replayed.
-const RECORD_HEADERS: &[&str] = &[
-    "wa-event-id",
-    "wa-app",
-    "wa-object",
-    "wa-entry-id",
-    "wa-field",
-    "wa-phone-number-id",
-    "wa-item-kind",
-    "wa-message-id",
-    "wa-status",
-    "ce_specversion",
-    "ce_id",
-    "ce_source",
-    "ce_type",
-    "ce_time",
-    "content-type",
-];
-
 /// The reason of a `wa-error` header: `unknown_topic: Broker: Unknown topic` is
 /// `unknown_topic`.
 fn wa_error_reason(error: Option<&str>) -> Option<&str> {
@@ -556,7 +539,7 @@ fn refused_record(message: &BorrowedMessage<'_>, topic: String, value: &[u8]) ->
     let mut headers: Vec<(&'static str, String)> = Vec::new();
     if let Some(list) = message.headers() {
         for header in list.iter() {
-            if let Some(name) = RECORD_HEADERS.iter().find(|name| **name == header.key) {
+            if let Some(name) = headers::ROUTED.iter().find(|name| **name == header.key) {
                 let value = String::from_utf8_lossy(header.value.unwrap_or_default());
                 headers.push((name, value.into_owned()));
             }
@@ -583,7 +566,7 @@ mod tests {
     use super::{Ledger, REASONS};
 
     #[test]
-    fn every_reason_the_split_gives_a_dead_letter_is_a_choice_of_reason() {
+    fn every_reason_of_a_dead_letter_is_a_choice_of_reason() {
         let routing = crate::config::KafkaSettings::default().routing();
         let bodies: [&[u8]; 8] = [
             b"",
@@ -605,9 +588,10 @@ mod tests {
             .collect();
         reasons.dedup();
         assert_eq!(reasons.len(), 8, "one body per reason: {reasons:?}");
-        for reason in reasons {
+        for reason in reasons.into_iter().chain(crate::publish::REFUSALS) {
             assert!(REASONS.contains(&reason), "{reason}");
         }
+        assert_eq!(REASONS.len(), 8 + crate::publish::REFUSALS.len());
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn run(options: &TailOptions, out: &mut impl Write) -> anyhow::Result<u64> {
     config
         .set("group.id", "waba-gateway-tail")
         .set("enable.auto.commit", "false");
-    let consumer = crate::publish::client_log::consumer(&config)?;
+    let consumer = crate::publish::kafka::consumer(&config)?;
     let start = if options.from_beginning {
         Offset::Beginning
     } else {

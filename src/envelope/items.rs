@@ -12,21 +12,11 @@ use std::borrow::Cow;
 use serde::de::{self, Deserialize, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::key::{self, Conversation};
+use super::key::{self, Conversation, Customer, PartyShape, Role};
 use super::record::{Field, ItemHead, Parts, routed};
-use super::shape::{List, Raw, members, shape, text};
+use super::shape::{List, Raw, shape, text};
 use super::{EntryContext, Record, change_hash, item_event_id};
 use crate::routing::ItemKind;
-
-members! {
-    /// What an item says about its customer and itself.
-    ItemShape { id: Raw, status: Raw, from: Raw, from_user_id: Raw, recipient_id: Raw, recipient_user_id: Raw }
-}
-
-members! {
-    /// Who a contact is.
-    ContactShape { wa_id: Raw, user_id: Raw }
-}
 
 /// Pushes one record per item of a `messages` value and returns true, or returns false
 /// (pushing nothing) when the value is not an object or has no item: the change is then
@@ -69,24 +59,25 @@ pub(super) fn push_items<'a>(
     let mut first = true;
     for (position, kind, items) in &arrays {
         for (index, item) in items.iter().enumerate() {
-            let party = shape::<ItemShape>(item).unwrap_or_default();
-            let (customer, user) = match kind {
-                ItemKind::Message => (party.from, party.from_user_id),
-                ItemKind::Status => (party.recipient_id, party.recipient_user_id),
-                ItemKind::Error => (None, None),
+            let party = shape::<PartyShape>(item).unwrap_or_default();
+            let customer = match kind {
+                ItemKind::Message => Customer::of(&[(Role::Message, &party)]),
+                ItemKind::Status => Customer::of(&[(Role::Status, &party)]),
+                ItemKind::Error => Customer::default(),
             };
-            let (customer, user) = (customer.and_then(text), user.and_then(text));
-            let own_contacts = contacts.as_ref().map(|(position, contacts)| {
-                (
-                    *position,
-                    of_customer(contacts, customer.as_deref(), user.as_deref()),
-                )
-            });
-            let item_value = cut(&value_members, (*position, item), own_contacts);
+            let own_contacts = contacts
+                .as_ref()
+                .map(|(position, contacts)| (*position, of_customer(contacts, &customer)));
+            let item_value = Cut {
+                value: &value_members,
+                own: (*position, item),
+                contacts: own_contacts,
+            }
+            .to_json();
             let (key, phone) = context.keyed(
                 phone_number_id
                     .as_deref()
-                    .map(|phone| Conversation::of(phone, customer.as_deref().or(user.as_deref()))),
+                    .map(|phone| Conversation::of(phone, customer.name())),
             );
             let status = match kind {
                 ItemKind::Status => party.status.and_then(text),
@@ -120,33 +111,31 @@ pub(super) fn push_items<'a>(
 /// A contact, and who it names.
 struct Contact<'a> {
     raw: &'a RawValue,
-    wa_id: Option<Cow<'a, str>>,
-    user_id: Option<Cow<'a, str>>,
+    customer: Customer<'a>,
 }
 
 impl<'a> Contact<'a> {
     fn of(raw: &'a RawValue) -> Self {
-        let shape = shape::<ContactShape>(raw).unwrap_or_default();
+        let shape = shape::<PartyShape>(raw).unwrap_or_default();
         Self {
             raw,
-            wa_id: shape.wa_id.and_then(text),
-            user_id: shape.user_id.and_then(text),
+            customer: Customer::of(&[(Role::Contact, &shape)]),
         }
     }
 }
 
-/// The contacts of an item: those whose `wa_id` is its customer or whose `user_id` is its
-/// business-scoped user id; else the only contact when there is exactly one.
-fn of_customer<'a>(
-    contacts: &[Contact<'a>],
-    customer: Option<&str>,
-    user: Option<&str>,
-) -> Vec<&'a RawValue> {
+/// The contacts of an item: those whose `wa_id` is its customer's phone number or whose
+/// `user_id` is its business-scoped user id; else the only contact when there is exactly
+/// one.
+fn of_customer<'a>(contacts: &[Contact<'a>], customer: &Customer<'_>) -> Vec<&'a RawValue> {
+    let same = |ours: &Option<Cow<'_, str>>, theirs: &Option<Cow<'_, str>>| {
+        ours.is_some() && ours == theirs
+    };
     let matching: Vec<&RawValue> = contacts
         .iter()
         .filter(|contact| {
-            (customer.is_some() && contact.wa_id.as_deref() == customer)
-                || (user.is_some() && contact.user_id.as_deref() == user)
+            same(&customer.phone, &contact.customer.phone)
+                || same(&customer.user, &contact.customer.user)
         })
         .map(|contact| contact.raw)
         .collect();
@@ -157,63 +146,41 @@ fn of_customer<'a>(
 }
 
 /// The item's value: the members of `value` in order, the item's own array (at `own`)
-/// holding just `item`, every other `messages`, `statuses` or `errors` member left out,
+/// holding just that item, every other `messages`, `statuses` or `errors` member left out,
 /// `contacts` (at `contacts.0`) holding the item's contacts or left out when it has none.
-fn cut(
-    value: &[(Name<'_>, &RawValue)],
-    (own, item): (usize, &RawValue),
-    contacts: Option<(usize, Vec<&RawValue>)>,
-) -> String {
-    let mut json = String::with_capacity(item.get().len() + 256);
-    json.push('{');
-    for (position, (name, raw)) in value.iter().enumerate() {
-        match &contacts {
-            _ if position == own => push_list(&mut json, name, &[item]),
-            Some((at, contacts)) if *at == position => {
-                if !contacts.is_empty() {
-                    push_list(&mut json, name, contacts);
+struct Cut<'v, 'a> {
+    value: &'v [(Name<'a>, &'a RawValue)],
+    own: (usize, &'a RawValue),
+    contacts: Option<(usize, Vec<&'a RawValue>)>,
+}
+
+impl Cut<'_, '_> {
+    /// The value as JSON: each member raw, as the body wrote it; each name as serde_json
+    /// writes it, which is the body's bytes for a name without escapes.
+    fn to_json(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(self).expect("members of raw JSON serialize")
+    }
+}
+
+impl serde::Serialize for Cut<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (own, item) = self.own;
+        let mut map = serializer.serialize_map(None)?;
+        for (position, (name, raw)) in self.value.iter().enumerate() {
+            match &self.contacts {
+                _ if position == own => map.serialize_entry(name.as_str(), &[item])?,
+                Some((at, contacts)) if *at == position => {
+                    if !contacts.is_empty() {
+                        map.serialize_entry(name.as_str(), contacts)?;
+                    }
                 }
-            }
-            _ if ItemKind::of_array(name.as_str()).is_some() => {}
-            _ => {
-                push_name(&mut json, name);
-                json.push_str(raw.get());
+                _ if ItemKind::of_array(name.as_str()).is_some() => {}
+                _ => map.serialize_entry(name.as_str(), raw)?,
             }
         }
+        map.end()
     }
-    json.push('}');
-    json
-}
-
-/// Appends `"name":[item,…]` to an object being written.
-fn push_list(json: &mut String, name: &Name<'_>, items: &[&RawValue]) {
-    push_name(json, name);
-    json.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push_str(item.get());
-    }
-    json.push(']');
-}
-
-/// Appends `"name":` to an object being written, after a comma unless it is the first.
-fn push_name(json: &mut String, name: &Name<'_>) {
-    if json.len() > 1 {
-        json.push(',');
-    }
-    match name {
-        Name::Verbatim(name) => {
-            json.push('"');
-            json.push_str(name);
-            json.push('"');
-        }
-        Name::Unescaped(name) => {
-            json.push_str(&serde_json::to_string(name).expect("a string serializes to JSON"))
-        }
-    }
-    json.push(':');
 }
 
 /// The members of a JSON object in the order written, each value as raw JSON; `None` for

@@ -20,8 +20,59 @@ members! {
 }
 
 members! {
-    /// The members that may name the customer, in a contact, a message or a status.
-    PartyShape { wa_id: Raw, from: Raw, recipient_id: Raw, user_id: Raw, from_user_id: Raw, recipient_user_id: Raw }
+    /// A contact, a message or a status: the members that may name the customer, and an
+    /// item's own `id` and `status`.
+    PartyShape { wa_id: Raw, from: Raw, recipient_id: Raw, user_id: Raw, from_user_id: Raw, recipient_user_id: Raw, id: Raw, status: Raw }
+}
+
+/// What a party is in a `messages` value, which says which of its members name the
+/// customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// An element of `contacts`: `wa_id`, `user_id`.
+    Contact,
+    /// An element of `messages`: the customer wrote it (`from`, `from_user_id`).
+    Message,
+    /// An element of `statuses`: the customer it was sent to (`recipient_id`,
+    /// `recipient_user_id`).
+    Status,
+}
+
+/// Who a conversation is with: a phone number (`wa_id`) and a business-scoped user id,
+/// either of which may be missing.
+#[derive(Debug, Default)]
+pub(super) struct Customer<'a> {
+    pub(super) phone: Option<Cow<'a, str>>,
+    pub(super) user: Option<Cow<'a, str>>,
+}
+
+impl<'a> Customer<'a> {
+    /// The customer rule (DESIGN §6): of `parties`, in order, the first phone number that
+    /// is text, else the first business-scoped user id.
+    pub(super) fn of(parties: &[(Role, &PartyShape<'a>)]) -> Self {
+        let named = |member: fn(Role, &PartyShape<'a>) -> Option<&'a RawValue>| {
+            parties
+                .iter()
+                .find_map(|(role, party)| member(*role, party).and_then(text))
+        };
+        Self {
+            phone: named(|role, party| match role {
+                Role::Contact => party.wa_id,
+                Role::Message => party.from,
+                Role::Status => party.recipient_id,
+            }),
+            user: named(|role, party| match role {
+                Role::Contact => party.user_id,
+                Role::Message => party.from_user_id,
+                Role::Status => party.recipient_user_id,
+            }),
+        }
+    }
+
+    /// What the key names: the phone number, else the user id.
+    pub(super) fn name(&self) -> Option<&str> {
+        self.phone.as_deref().or(self.user.as_deref())
+    }
 }
 
 members! {
@@ -76,17 +127,12 @@ fn key_of(
     [contact, message, status]: [PartyShape<'_>; 3],
 ) -> Option<Conversation> {
     let phone_number_id = phone_number_id(metadata?)?;
-    let customer = [
-        contact.wa_id,
-        message.from,
-        status.recipient_id,
-        contact.user_id,
-        message.from_user_id,
-        status.recipient_user_id,
-    ]
-    .into_iter()
-    .find_map(|raw| raw.and_then(text));
-    Some(Conversation::of(&phone_number_id, customer.as_deref()))
+    let customer = Customer::of(&[
+        (Role::Contact, &contact),
+        (Role::Message, &message),
+        (Role::Status, &status),
+    ]);
+    Some(Conversation::of(&phone_number_id, customer.name()))
 }
 
 /// `metadata.phone_number_id` as text, from a value's `metadata`.

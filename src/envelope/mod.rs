@@ -12,6 +12,7 @@
 //!   on the dead-letter topic with [`dead_letter`].
 
 mod fast;
+pub mod headers;
 mod items;
 mod key;
 mod record;
@@ -208,9 +209,9 @@ pub fn dead_letter(
         topic: routing.deadletter().to_owned(),
         key: None,
         headers: vec![
-            ("wa-app", app.to_owned()),
-            ("wa-error", error.to_owned()),
-            ("wa-received-at", timestamp(received_at)),
+            (headers::APP, app.to_owned()),
+            (headers::ERROR, error.to_owned()),
+            (headers::RECEIVED_AT, timestamp(received_at)),
         ],
         value: body.to_vec(),
         field: "other",
@@ -357,7 +358,7 @@ fn record_on(
     routed(
         context,
         field,
-        value.get(),
+        value,
         Parts {
             topic,
             key,

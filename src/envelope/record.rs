@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::shape::string_text;
-use super::{EntryContext, Record, timestamp};
+use super::{EntryContext, Record, headers, timestamp};
 use crate::routing::{ItemKind, field_label};
 
 /// The value of a routed record (DESIGN §6). The raw members are written verbatim: the
@@ -27,20 +27,16 @@ struct Envelope<'a> {
     item_index: Option<usize>,
     #[serde(serialize_with = "rfc3339_millis")]
     received_at: SystemTime,
+    /// Written verbatim: the bytes of the body, or pieces of them in item mode.
+    value: &'a RawValue,
 }
 
 impl Envelope<'_> {
-    /// The envelope's JSON with `value` as its last member, written verbatim: the bytes
-    /// of the body, or pieces of them in item mode.
-    fn to_json(&self, value: &str) -> Vec<u8> {
-        let mut json = Vec::with_capacity(value.len() + 320 + self.app.len());
+    /// The envelope's JSON.
+    fn to_json(&self) -> Vec<u8> {
+        let mut json = Vec::with_capacity(self.value.get().len() + 320 + self.app.len());
         serde_json::to_writer(&mut json, self)
             .expect("an envelope of raw JSON serializes into a Vec");
-        debug_assert_eq!(json.last(), Some(&b'}'));
-        json.pop();
-        json.extend_from_slice(b",\"value\":");
-        json.extend_from_slice(value.as_bytes());
-        json.push(b'}');
         json
     }
 }
@@ -88,7 +84,7 @@ pub(super) struct Parts<'a> {
 pub(super) fn routed(
     context: &EntryContext<'_>,
     field: &Field<'_>,
-    value: &str,
+    value: &RawValue,
     parts: Parts<'_>,
 ) -> Record {
     let envelope = Envelope {
@@ -101,16 +97,17 @@ pub(super) fn routed(
         item_kind: parts.item.as_ref().map(|item| item.kind.as_str()),
         item_index: parts.item.as_ref().map(|item| item.index),
         received_at: context.received_at,
+        value,
     }
-    .to_json(value);
+    .to_json();
 
     let mut headers = Vec::with_capacity(16);
-    headers.push(("wa-event-id", parts.event_id.clone()));
-    headers.push(("wa-app", context.app.to_owned()));
+    headers.push((headers::EVENT_ID, parts.event_id.clone()));
+    headers.push((headers::APP, context.app.to_owned()));
     for (name, text) in [
-        ("wa-object", context.object_text.as_deref()),
-        ("wa-entry-id", context.id_text.as_deref()),
-        ("wa-field", field.text.as_deref()),
+        (headers::OBJECT, context.object_text.as_deref()),
+        (headers::ENTRY_ID, context.id_text.as_deref()),
+        (headers::FIELD, field.text.as_deref()),
     ] {
         if let Some(text) = text {
             headers.push((name, text.to_owned()));
@@ -118,13 +115,13 @@ pub(super) fn routed(
     }
     // Consumers serving many business numbers filter on it without parsing (DESIGN §6).
     if let Some(phone_number_id) = parts.phone_number_id {
-        headers.push(("wa-phone-number-id", phone_number_id));
+        headers.push((headers::PHONE_NUMBER_ID, phone_number_id));
     }
     if let Some(item) = &parts.item {
-        headers.push(("wa-item-kind", item.kind.as_str().to_owned()));
+        headers.push((headers::ITEM_KIND, item.kind.as_str().to_owned()));
         for (name, text) in [
-            ("wa-message-id", &item.message_id),
-            ("wa-status", &item.status),
+            (headers::MESSAGE_ID, &item.message_id),
+            (headers::STATUS, &item.status),
         ] {
             if let Some(text) = text {
                 headers.push((name, text.clone().into_owned()));
@@ -141,7 +138,7 @@ pub(super) fn routed(
             &mut headers,
         );
     }
-    headers.push(("content-type", "application/json".to_owned()));
+    headers.push((headers::CONTENT_TYPE, "application/json".to_owned()));
 
     Record {
         topic: parts.topic,
@@ -168,17 +165,17 @@ fn push_cloudevents(
         kind.push_str(item.kind.as_str());
     }
     headers.extend([
-        ("ce_specversion", "1.0".to_owned()),
-        ("ce_id", event_id.to_owned()),
+        (headers::CE_SPECVERSION, "1.0".to_owned()),
+        (headers::CE_ID, event_id.to_owned()),
         (
-            "ce_source",
+            headers::CE_SOURCE,
             format!(
                 "urn:waba-gateway:{}:{}",
                 context.app,
                 context.id_text.as_deref().unwrap_or_default()
             ),
         ),
-        ("ce_type", kind),
-        ("ce_time", timestamp(context.received_at)),
+        (headers::CE_TYPE, kind),
+        (headers::CE_TIME, timestamp(context.received_at)),
     ]);
 }

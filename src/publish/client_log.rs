@@ -245,20 +245,6 @@ impl ClientContext for ClientLog {
 /// `tail`'s consumer logs the same way.
 impl rdkafka::consumer::ConsumerContext for ClientLog {}
 
-/// A consumer of `config`'s cluster that logs through [`ClientLog`]; an error in the
-/// gateway's words (see [`super::kafka::describe`]).
-pub fn consumer(
-    config: &rdkafka::ClientConfig,
-) -> anyhow::Result<rdkafka::consumer::BaseConsumer<ClientLog>> {
-    let log = ClientLog::new(config.get("bootstrap.servers").unwrap_or_default());
-    config.create_with_context(log).map_err(|error| {
-        anyhow::anyhow!(
-            "creating the Kafka consumer: {}",
-            super::kafka::describe(&error, config)
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::broker_failure;

@@ -217,6 +217,17 @@ pub fn property_problems(options: &KafkaOptions) -> Vec<String> {
     problems
 }
 
+/// A consumer of `config`'s cluster that logs through [`ClientLog`]; an error in the
+/// gateway's words (see [`describe`]).
+pub fn consumer(
+    config: &ClientConfig,
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer<ClientLog>> {
+    let log = ClientLog::new(config.get("bootstrap.servers").unwrap_or_default());
+    config.create_with_context(log).map_err(|error| {
+        anyhow::anyhow!("creating the Kafka consumer: {}", describe(&error, config))
+    })
+}
+
 /// A client context that logs nothing: for the client [`property_problems`] creates only
 /// to see whether it can be created.
 struct Quiet;
@@ -565,8 +576,15 @@ mod tests {
                 ..
             }
         ));
-        assert!(crate::replay::REASONS.contains(&"record_too_large"));
-        assert!(crate::replay::REASONS.contains(&"invalid_record"));
+        assert!(matches!(
+            classify(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::InvalidRecord
+            )),
+            PublishError::Rejected {
+                reason: "invalid_record",
+                ..
+            }
+        ));
         for (code, label) in [
             (RDKafkaErrorCode::UnknownTopic, "unknown_topic"),
             (RDKafkaErrorCode::UnknownTopicOrPartition, "unknown_topic"),
@@ -582,7 +600,7 @@ mod tests {
                 ),
                 "{code:?}"
             );
-            assert!(crate::replay::REASONS.contains(&label), "{label}");
+            assert!(crate::publish::REFUSALS.contains(&label), "{label}");
         }
         assert!(matches!(
             classify(&KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),

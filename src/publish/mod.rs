@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::envelope::Record;
+use crate::envelope::{Record, headers};
 use crate::metrics::Metrics;
 
 /// How long a request waits for room in a full producer queue, in all: long enough for a
@@ -73,6 +73,14 @@ pub enum PublishError {
         detail: String,
     },
 }
+
+/// Every `reason` of [`PublishError::Rejected`]: why Kafka refuses a record for good.
+pub const REFUSALS: [&str; 4] = [
+    "record_too_large",
+    "invalid_record",
+    "unknown_topic",
+    "topic_authorization_failed",
+];
 
 /// Something records can be produced to.
 pub trait Publisher: Send + Sync + 'static {
@@ -253,10 +261,10 @@ fn refused_record(deadletter_topic: &str, record: Record, reason: &str, detail: 
     let mut headers: Vec<(&'static str, String)> = record
         .headers
         .into_iter()
-        .filter(|(name, _)| *name != "content-type")
+        .filter(|(name, _)| *name != headers::CONTENT_TYPE)
         .collect();
-    headers.push(("wa-error", format!("{reason}: {detail}")));
-    headers.push(("wa-topic", record.topic));
+    headers.push((headers::ERROR, format!("{reason}: {detail}")));
+    headers.push((headers::TOPIC, record.topic));
     Record {
         topic: deadletter_topic.to_owned(),
         key: record.key,
