@@ -1,32 +1,39 @@
 //! waba-gateway: receives WhatsApp Business Platform webhooks from Meta and publishes every
 //! change to a per-field Kafka topic.
 //!
-//! - [`signature`] checks `X-Hub-Signature-256` over the raw body (pure);
-//! - [`envelope`] splits a verified body into one record per change (pure);
-//! - [`routing`] names the topic of each field (pure);
-//! - [`config`] is the typed settings tree;
-//! - [`publish`] produces records to Kafka (or memory, in tests) and waits for acks;
-//! - [`metrics`] holds the Prometheus metrics;
-//! - [`tls`] serves HTTPS and checks Meta's mTLS client certificate.
+//! The path of a notification, each step a module:
+//!
+//! - `http` answers Meta: the handshake, and notifications checked by [`signature`]
+//!   (`X-Hub-Signature-256` over the raw body, pure);
+//! - `delivery` takes each verified body: the intake of its ack mode, the spool's
+//!   forwarder, and the deliverer that splits it ([`envelope`], pure, with the topics of
+//!   [`routing`]) and publishes the records ([`publish`]);
+//! - `spool` keeps bodies durably in `spool` mode (storage only);
+//! - [`config`] is the typed settings tree, [`metrics`] the Prometheus metrics, `tls`
+//!   HTTPS and Meta's mTLS client check;
+//! - [`app`] builds the gateway and runs it to shutdown; [`cli`] is the command line, with
+//!   `tail`, `replay`, `topics`, `doctor` and `graph` behind its other commands.
+//!
+//! Only what tests, benches, examples and fuzz targets use is public.
 
 pub mod app;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod config;
-pub mod delivery;
-pub mod doctor;
+pub(crate) mod delivery;
+pub(crate) mod doctor;
 pub mod envelope;
-pub mod epoch;
-pub mod graph;
-pub mod http;
+pub(crate) mod epoch;
+pub(crate) mod graph;
+pub(crate) mod http;
 pub mod metrics;
 pub mod publish;
-pub mod replay;
+pub(crate) mod replay;
 pub mod routing;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod signature;
-pub mod spool;
-pub mod tail;
-pub mod telemetry;
-pub mod tls;
-pub mod topics;
+pub(crate) mod spool;
+pub(crate) mod tail;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
+pub(crate) mod topics;

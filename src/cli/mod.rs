@@ -1,5 +1,7 @@
-//! The command line (DESIGN §2): `serve`, `check-config`, `sign`, `tail`, and
-//! `subscriptions` in [`subscriptions`].
+//! The command line (DESIGN §2): `serve`, `check-config` and `sign` here; `tail` and
+//! `replay` in `readers`; `spool status|drain` in `spool`; `topics plan|apply|check` in
+//! `topics`; `subscriptions …` in `subscriptions`. Every command loads its settings with
+//! `load`, which reports every problem `check-config` would.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error (clap), 78 (`EX_CONFIG`) bad
 //! configuration.

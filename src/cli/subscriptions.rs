@@ -131,9 +131,8 @@ pub(super) fn run(action: SubscriptionAction) -> anyhow::Result<()> {
             .into());
         }
     };
+    // graph.base_url was checked when the settings were loaded (config::validate).
     let graph = &settings.graph;
-    crate::graph::check_base_url(&graph.base_url)
-        .map_err(|problem| ConfigError::Invalid(vec![problem]))?;
     let client = crate::graph::GraphClient::new(
         &graph.base_url,
         &graph.api_version,

@@ -168,11 +168,8 @@ pub struct AppSettings {
 
 impl AppSettings {
     /// The secrets a signature may match: the current one first.
-    pub fn secrets(&self) -> impl Iterator<Item = &[u8]> {
-        self.secret
-            .iter()
-            .chain(&self.previous_secrets)
-            .map(|secret| secret.expose_secret().as_bytes())
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretString> {
+        self.secret.iter().chain(&self.previous_secrets)
     }
 }
 

@@ -45,7 +45,9 @@ fn defaults_run_a_demo_app_on_embedded_kafka() {
     assert!(demo.demo);
     assert_eq!(Settings::app_path("default", demo), "/webhook");
     assert_eq!(
-        demo.secrets().collect::<Vec<_>>(),
+        demo.secrets()
+            .map(|s| s.expose_secret().as_bytes())
+            .collect::<Vec<_>>(),
         vec![DEMO_SECRET.as_bytes()]
     );
 }
@@ -86,7 +88,10 @@ fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
     assert_eq!(settings.server.listen.to_string(), "127.0.0.1:18080");
     assert_eq!(settings.server.max_body_bytes, 4096);
     assert_eq!(
-        settings.apps["default"].secrets().collect::<Vec<_>>(),
+        settings.apps["default"]
+            .secrets()
+            .map(|s| s.expose_secret().as_bytes())
+            .collect::<Vec<_>>(),
         vec![&b"from-env"[..]]
     );
     assert!(!settings.apps["default"].demo);
@@ -181,7 +186,9 @@ fn secrets_can_come_from_files() {
     .expect("valid");
     let app = &settings.apps["default"];
     assert_eq!(
-        app.secrets().collect::<Vec<_>>(),
+        app.secrets()
+            .map(|s| s.expose_secret().as_bytes())
+            .collect::<Vec<_>>(),
         vec![&b"s3cret"[..], b"old1", b"old2"]
     );
     assert_eq!(
@@ -216,7 +223,10 @@ fn previous_secrets_accept_a_comma_separated_variable() {
     )
     .expect("valid");
     assert_eq!(
-        settings.apps["default"].secrets().collect::<Vec<_>>(),
+        settings.apps["default"]
+            .secrets()
+            .map(|s| s.expose_secret().as_bytes())
+            .collect::<Vec<_>>(),
         vec![&b"new"[..], b"old1", b"old2"]
     );
 }

@@ -46,11 +46,6 @@ impl Forwarding {
         }
     }
 
-    /// The spool it forwards.
-    pub fn spool(&self) -> &Arc<Spool> {
-        &self.spool
-    }
-
     /// Closes the spool to appends, forwards what it holds until it is empty or
     /// `deadline` passes, writes the checkpoint, and returns the entries left (0: all in
     /// Kafka). `progress` is called every second with the entries left.

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use deliverer::{Deliverer, Pending};
-pub use forwarder::{Forwarding, MAX_RETRY_DELAY, Mode};
+pub use deliverer::Deliverer;
+pub use forwarder::{Forwarding, Mode};
 pub use intake::{Intake, NotAccepted};
 pub use producer::Purpose;
 

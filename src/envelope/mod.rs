@@ -94,6 +94,18 @@ pub enum EnvelopeError {
 }
 
 impl EnvelopeError {
+    /// Every [`EnvelopeError::reason`].
+    pub const REASONS: [&'static str; 8] = [
+        "empty_body",
+        "invalid_utf8",
+        "invalid_json",
+        "not_an_object",
+        "missing_entry",
+        "entry_not_a_list",
+        "no_notifications",
+        "no_entries",
+    ];
+
     /// The fixed label used for `wa-error` and `waba_gateway_deadletters_total{reason}`.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -138,12 +138,7 @@ impl Gateway {
             .map(|(name, app)| {
                 let route = AppRoute {
                     name: name.clone(),
-                    secrets: app
-                        .secret
-                        .iter()
-                        .chain(&app.previous_secrets)
-                        .cloned()
-                        .collect(),
+                    secrets: app.secrets().cloned().collect(),
                     verify_token: app.verify_token.clone().unwrap_or_default(),
                 };
                 (Settings::app_path(name, app), route)

@@ -9,9 +9,9 @@
 //! - a full producer queue is waited on for [`QUEUE_WAIT`] at most, while librdkafka
 //!   sends what it holds, then is [`PublishError::QueueFull`]: backpressure, never a hang.
 
-pub mod client_log;
-pub mod embedded;
-pub mod kafka;
+pub(crate) mod client_log;
+pub(crate) mod embedded;
+pub(crate) mod kafka;
 pub mod memory;
 
 use std::future::Future;
