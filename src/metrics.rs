@@ -60,6 +60,18 @@ macro_rules! metrics {
                     .set(1);
                 metrics
             }
+
+            /// Every metric of the gateway, rendered or not yet (a labelled metric appears
+            /// once a label set is counted): its name and its label names.
+            pub fn declared(&self) -> Vec<(String, Vec<String>)> {
+                let mut declared = Vec::new();
+                $(
+                    for desc in self.$field.desc() {
+                        declared.push((desc.fq_name.clone(), desc.variable_labels.clone()));
+                    }
+                )+
+                declared
+            }
         }
     };
 }

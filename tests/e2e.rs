@@ -47,9 +47,13 @@ fn partitions(brokers: &str, topic: &str) -> usize {
     metadata.topics()[0].partitions().len()
 }
 
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_creates_its_topics_and_six_changes_arrive_as_six_records() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
     let env = gateway_env(&broker.address, "kafka", spool.to_str().expect("utf-8"));
@@ -106,9 +110,13 @@ async fn the_gateway_creates_its_topics_and_six_changes_arrive_as_six_records() 
     assert_eq!(gateway.signal("TERM").code(), Some(0));
 }
 
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spool_forwards_every_acknowledged_notification_to_the_broker() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
     let env = gateway_env(&broker.address, "spool", spool.to_str().expect("utf-8"));
@@ -194,9 +202,13 @@ fn replay(brokers: &str, env: &[(&str, &str)], extra: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[test]
 fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     // An earlier gateway sent a notification holding a number beyond a double to the
     // dead-letter topic; today it splits. Bytes that are not JSON still do not.
     let notification = br#"{"object":"whatsapp_business_account","entry":[{"id":"310987654321001","time":1763770001,"changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"420123456789002"},"statuses":[{"id":"wamid.REPLAY1","status":"read","timestamp":"1763770001","recipient_id":"4915112345678","pricing":{"rate":1e309}}]}}]}]}"#;
@@ -248,9 +260,13 @@ fn replay_publishes_dead_letters_that_now_split_once_and_leaves_the_rest() {
     assert_eq!(consume(&broker.address, &["whatsapp.messages"], 1).len(), 1);
 }
 
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[test]
 fn replay_in_item_mode_publishes_one_record_per_status_with_the_live_event_ids() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     let notification = br#"{"object":"whatsapp_business_account","entry":[{"id":"310987654321001","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"420123456789002"},"statuses":[{"id":"wamid.R1","status":"read","timestamp":"1763770001","recipient_id":"4915100000001"},{"id":"wamid.R2","status":"sent","timestamp":"1763770002","recipient_id":"4915100000002"}]}}]}]}"#;
     write_dead_letters(
         &broker.address,
@@ -299,9 +315,13 @@ fn replay_in_item_mode_publishes_one_record_per_status_with_the_live_event_ids()
 /// A replica killed while Kafka was down leaves acknowledged notifications on its volume:
 /// `spool status` shows them, `spool drain` forwards every one of them, found in Kafka by
 /// `event_id`, and leaves the spool empty.
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spool_drain_forwards_what_a_killed_gateway_left_while_kafka_was_down() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
     let spool_dir = spool.to_str().expect("utf-8").to_owned();
@@ -378,9 +398,13 @@ async fn spool_drain_forwards_what_a_killed_gateway_left_while_kafka_was_down() 
 /// A change for a field whose topic does not exist, on a cluster where the gateway may not
 /// create topics: after librdkafka's bounded wait it goes to the dead-letter topic with the
 /// topic it was meant for; the other changes arrive once; a restart replays nothing.
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     let address = broker.address.clone();
     tokio::task::spawn_blocking(move || {
         create_topics(&address, &["whatsapp.messages", "whatsapp.deadletter"])
@@ -497,7 +521,7 @@ async fn a_record_refused_for_good_is_dead_lettered_and_holds_nothing_back() {
 }
 
 /// HAProxy in front of `gateways` (public, admin) on `front`, checking each one's /readyz.
-fn haproxy(dir: &std::path::Path, front: &str, gateways: &[(String, String)]) -> Option<Child> {
+fn haproxy(dir: &std::path::Path, front: &str, gateways: &[(String, String)]) -> Child {
     let servers: String = gateways
         .iter()
         .enumerate()
@@ -521,13 +545,7 @@ fn haproxy(dir: &std::path::Path, front: &str, gateways: &[(String, String)]) ->
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    match child {
-        Ok(child) => Some(child),
-        Err(error) => {
-            eprintln!("SKIPPED: haproxy cannot run ({error}); tests/run.sh installs it");
-            None
-        }
-    }
+    child.unwrap_or_else(|error| panic!("haproxy cannot run ({error}); tests/run.sh installs it"))
 }
 
 /// What the Meta-like sender saw.
@@ -584,17 +602,17 @@ async fn send_like_meta(url: &str, count: usize, senders: usize, spread: Duratio
 /// HAProxy, fed by a sender that behaves like Meta, while one gateway is killed with
 /// `kill -9` and comes back, another gets SIGTERM and comes back, and the broker is
 /// stopped and started again. Every notification the sender was told 200 for is in Kafka.
+#[cfg_attr(
+    any(missing_tansu, missing_haproxy),
+    ignore = "needs tansu (WABA_GATEWAY_TANSU) and haproxy on PATH (tests/run.sh installs both)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_under_faults_lose_no_acknowledged_notification() {
     let dir = tempfile::tempdir().expect("dir");
     // Every address of this test on a loopback IP of its own (see free_address_on).
     let own = "127.0.0.77";
     let broker_address = free_address_on(own);
-    let Some(broker) =
-        Tansu::start_with("sqlite://tansu.db", Some(dir.path()), Some(&broker_address))
-    else {
-        return;
-    };
+    let broker = Tansu::start_with("sqlite://tansu.db", Some(dir.path()), Some(&broker_address));
     let gateways: Vec<(String, String)> = (0..3)
         .map(|_| (free_address_on(own), free_address_on(own)))
         .collect();
@@ -630,9 +648,7 @@ async fn replicas_under_faults_lose_no_acknowledged_notification() {
         gateway.wait_ready().await;
     }
     let front = free_address_on(own);
-    let Some(mut proxy) = haproxy(dir.path(), &front, &gateways) else {
-        return;
-    };
+    let mut proxy = haproxy(dir.path(), &front, &gateways);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     let url = format!("http://{front}/webhook");
@@ -655,8 +671,11 @@ async fn replicas_under_faults_lose_no_acknowledged_notification() {
     tokio::time::sleep_until(at(10).into()).await;
     drop(broker.take());
     tokio::time::sleep_until(at(13).into()).await;
-    broker = Tansu::start_with("sqlite://tansu.db", Some(dir.path()), Some(&broker_address));
-    assert!(broker.is_some());
+    broker.replace(Tansu::start_with(
+        "sqlite://tansu.db",
+        Some(dir.path()),
+        Some(&broker_address),
+    ));
 
     let sent = sending.await.expect("the sender");
     let sending_time = started.elapsed();
@@ -732,9 +751,13 @@ fn topics(brokers: &str, args: &[&str]) -> (i32, String) {
     (output.status.code().expect("exited"), stdout)
 }
 
+#[cfg_attr(
+    missing_tansu,
+    ignore = "needs tansu: WABA_GATEWAY_TANSU (tests/run.sh installs it)"
+)]
 #[test]
 fn topics_check_fails_on_a_fresh_broker_apply_creates_every_topic_then_check_passes() {
-    let Some(broker) = Tansu::start() else { return };
+    let broker = Tansu::start();
     let (code, out) = topics(&broker.address, &["check"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("✗ whatsapp.messages: missing"), "{out}");
@@ -793,14 +816,10 @@ fn status_notification(wamid: &str, status: &str, timestamp: u64, recipient: &st
 
 /// A tool the consumer-kit tests need, from the variable tests/run.sh sets; `None` (and
 /// SKIPPED said) without it.
-fn kit_tool(variable: &str) -> Option<String> {
-    let value = std::env::var(variable).ok();
-    if value.is_none() {
-        eprintln!(
-            "SKIPPED: {variable} is not set (tests/run.sh installs the consumer kit's tools and sets it)"
-        );
-    }
-    value
+fn kit_tool(variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!("{variable} is not set (tests/run.sh installs the consumer kit's tools and sets it)")
+    })
 }
 
 /// Runs a consumer of the kit (`program` and its first arguments) in group `group` until
@@ -830,15 +849,17 @@ fn run_consumer(
     )
 }
 
+#[cfg_attr(
+    any(missing_tansu, missing_consumer, missing_python_kit),
+    ignore = "needs tansu (WABA_GATEWAY_TANSU) and the kit's consumers (WABA_GATEWAY_CONSUMER, WABA_GATEWAY_PYTHON): tests/run.sh installs them"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_and_python_consumers_print_each_event_once_and_refuse_downgrades() {
-    let (Some(rust), Some(python)) = (
+    let (rust, python) = (
         kit_tool("WABA_GATEWAY_CONSUMER"),
         kit_tool("WABA_GATEWAY_PYTHON"),
-    ) else {
-        return;
-    };
-    let Some(broker) = Tansu::start() else { return };
+    );
+    let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
     let mut env = gateway_env(&broker.address, "kafka", spool.to_str().expect("utf-8"));
@@ -935,12 +956,14 @@ async fn the_rust_and_python_consumers_print_each_event_once_and_refuse_downgrad
     assert_eq!(gateway.signal("TERM").code(), Some(0));
 }
 
+#[cfg_attr(
+    any(missing_tansu, missing_kafkajs),
+    ignore = "needs tansu (WABA_GATEWAY_TANSU) and kafkajs (WABA_GATEWAY_KAFKAJS): tests/run.sh installs them"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafkajs_with_its_default_settings_reads_every_record_headers_included() {
-    let Some(node_modules) = kit_tool("WABA_GATEWAY_KAFKAJS") else {
-        return;
-    };
-    let Some(broker) = Tansu::start() else { return };
+    let node_modules = kit_tool("WABA_GATEWAY_KAFKAJS");
+    let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
     let mut env = gateway_env(&broker.address, "kafka", spool.to_str().expect("utf-8"));

@@ -17,23 +17,23 @@ use crate::shutdown::Readiness;
 const SECRET: &str = "handler-test-secret";
 const BODY: &[u8] = include_bytes!("../../tests/fixtures/messages_text.json");
 
-/// The settings of a gateway with `delivery` as its `[delivery]` table.
-fn settings(delivery: &[(&str, &str)]) -> Settings {
+/// The settings of a gateway with `extra` settings (`delivery.ack`, …).
+fn settings(extra: &[(&str, &str)]) -> Settings {
     let env = [
         ("WABA_GATEWAY__APPS__DEFAULT__SECRET", SECRET),
         ("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "token"),
         ("WABA_GATEWAY__KAFKA__BROKERS", "127.0.0.1:1"),
     ];
-    let delivery = delivery.iter().map(|(key, value)| {
+    let extra = extra.iter().map(|(key, value)| {
         (
-            format!("WABA_GATEWAY__DELIVERY__{}", key.to_uppercase()),
+            format!("WABA_GATEWAY__{}", key.replace('.', "__").to_uppercase()),
             (*value).to_owned(),
         )
     });
     let env = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain(delivery);
+        .chain(extra);
     Settings::load(None, env).expect("valid settings")
 }
 
@@ -44,10 +44,9 @@ struct Handler {
     delivery: Delivery,
 }
 
-/// A gateway with `delivery` as its `[delivery]` table, built as `serve` builds it, over
-/// a memory publisher.
-fn handler(delivery: &[(&str, &str)]) -> Handler {
-    let settings = settings(delivery);
+/// A gateway with `extra` settings, built as `serve` builds it, over a memory publisher.
+fn handler(extra: &[(&str, &str)]) -> Handler {
+    let settings = settings(extra);
     let metrics = Arc::new(Metrics::new(settings.routing().known_topics()));
     let memory = Arc::new(MemoryPublisher::new());
     let delivery = Delivery::new(
@@ -69,7 +68,10 @@ fn handler(delivery: &[(&str, &str)]) -> Handler {
 }
 
 fn kafka_mode(timeout_ms: &str) -> Handler {
-    handler(&[("ack", "kafka"), ("kafka_ack_timeout_ms", timeout_ms)])
+    handler(&[
+        ("delivery.ack", "kafka"),
+        ("delivery.kafka_ack_timeout_ms", timeout_ms),
+    ])
 }
 
 impl Handler {
@@ -126,7 +128,10 @@ async fn kafka_mode_answers_200_once_kafka_has_the_records_and_counts_them() {
 }
 
 fn none_mode(timeout_ms: &str) -> Handler {
-    handler(&[("ack", "none"), ("kafka_ack_timeout_ms", timeout_ms)])
+    handler(&[
+        ("delivery.ack", "none"),
+        ("delivery.kafka_ack_timeout_ms", timeout_ms),
+    ])
 }
 
 #[tokio::test(start_paused = true)]
@@ -161,8 +166,8 @@ async fn spool_mode_answers_200_with_the_body_on_the_spool_byte_for_byte() {
     let dir = tempfile::tempdir().expect("dir");
     let spool_dir = dir.path().join("spool");
     let handler = handler(&[
-        ("ack", "spool"),
-        ("spool_dir", spool_dir.to_str().expect("utf-8")),
+        ("delivery.ack", "spool"),
+        ("delivery.spool_dir", spool_dir.to_str().expect("utf-8")),
     ]);
     let (status, _) = handler.notify(BODY).await;
     assert_eq!(status, StatusCode::OK);
@@ -187,5 +192,63 @@ async fn a_forged_body_reaches_no_intake() {
         .expect("a request");
     let response = handler.gateway.handle(Listener::Public, request).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(handler.memory.records().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_producer_queue_is_503_once_queue_wait_passes_not_the_ack_timeout() {
+    let handler = kafka_mode("5000");
+    handler.memory.set_behaviour(Behaviour::QueueFull);
+    let started = tokio::time::Instant::now();
+    let (status, body) = handler.notify(BODY).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("queue is full"), "{body}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= crate::publish::QUEUE_WAIT
+            && waited < crate::publish::QUEUE_WAIT + Duration::from_millis(10),
+        "{waited:?}"
+    );
+}
+
+/// A body whose first bytes come, then nothing more.
+struct Stalled(bool);
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+                &BODY[..10],
+            )))))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_408_exactly_at_the_request_timeout() {
+    let handler = handler(&[
+        ("delivery.ack", "kafka"),
+        ("delivery.kafka_ack_timeout_ms", "200"),
+        ("server.request_timeout_ms", "400"),
+    ]);
+    let request = Request::post("/webhook")
+        .header(
+            crate::signature::HEADER,
+            crate::signature::sign(SECRET.as_bytes(), BODY),
+        )
+        .header(http::header::CONTENT_LENGTH, BODY.len())
+        .body(Stalled(false))
+        .expect("a request");
+    let started = tokio::time::Instant::now();
+    let response = handler.gateway.handle(Listener::Public, request).await;
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_millis(400));
     assert!(handler.memory.records().is_empty());
 }

@@ -13,8 +13,10 @@ pub enum Behaviour {
     /// Acknowledge every record at once.
     #[default]
     Accept,
-    /// Refuse to enqueue, as a full queue or a dead broker does.
+    /// Refuse to enqueue, as a dead broker does.
     Unavailable,
+    /// Refuse to enqueue for want of room, as a full producer queue does.
+    QueueFull,
     /// Enqueue but never acknowledge.
     Hang,
     /// Refuse records for this topic as too large; accept the rest.
@@ -72,6 +74,7 @@ impl Publisher for MemoryPublisher {
             Behaviour::Unavailable => {
                 return Err(PublishError::Retryable("the broker is down".to_owned()));
             }
+            Behaviour::QueueFull => return Err(PublishError::QueueFull),
             Behaviour::Hang => return Ok(Box::pin(std::future::pending())),
             Behaviour::RejectTopic(topic) if topic == record.topic => {
                 return Err(PublishError::Rejected {

@@ -143,12 +143,15 @@ impl Sink {
         topics.dedup();
         self.publisher.prepare(&topics).await?;
         let mut deliveries = Vec::with_capacity(records.len());
-        let mut queue_full_since: Option<Instant> = None;
+        // Tokio's clock: the wait is on the runtime's timers.
+        let mut queue_full_since: Option<tokio::time::Instant> = None;
         for record in &mut records {
             let delivery = loop {
                 match self.publisher.enqueue(record) {
                     Err(PublishError::QueueFull)
-                        if queue_full_since.get_or_insert_with(Instant::now).elapsed()
+                        if queue_full_since
+                            .get_or_insert_with(tokio::time::Instant::now)
+                            .elapsed()
                             < QUEUE_WAIT =>
                     {
                         tokio::time::sleep(QUEUE_POLL).await;

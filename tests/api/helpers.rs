@@ -116,10 +116,7 @@ impl TestApp {
 
     /// The value of one metric line, e.g. `waba_gateway_changes_total{app="default",field="messages"}`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = get(&self.admin_url("/metrics")).await.text();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.parse().expect("a metric value"))
+        series_value(&get(&self.admin_url("/metrics")).await.text(), series)
     }
 
     /// Triggers shutdown and waits for it to finish.
@@ -137,6 +134,52 @@ impl TestApp {
         let _ = self.stop.take().expect("stopped once").send(());
         self.task.take().expect("stopped once")
     }
+}
+
+/// The value of `series` (`name{label="value",…}`, labels in the order /metrics writes
+/// them) in a /metrics `text`. A labelled series not counted yet is 0, but only when the
+/// gateway declares a metric of that name with exactly those label names: a renamed
+/// metric or label fails here instead of reading as 0.
+pub fn series_value(text: &str, series: &str) -> f64 {
+    if let Some(value) = text
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+    {
+        return value.parse().expect("a metric value");
+    }
+    let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+    let mut label_names: Vec<String> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|pair| {
+            pair.split_once('=')
+                .map(|(label, _)| label.trim().to_owned())
+        })
+        .collect();
+    label_names.sort();
+    assert!(
+        !label_names.is_empty(),
+        "{series} is not on /metrics, and a metric without labels is always there:\n{text}"
+    );
+    let family = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    let declared = waba_gateway::metrics::Metrics::new(Vec::new()).declared();
+    let found = declared.iter().find(|(declared, _)| declared == family);
+    let Some((_, declared_labels)) = found else {
+        panic!("{series}: the gateway has no metric {family}");
+    };
+    let mut declared_labels = declared_labels.clone();
+    if name.ends_with("_bucket") {
+        declared_labels.push("le".to_owned());
+    }
+    declared_labels.sort();
+    assert_eq!(
+        label_names, declared_labels,
+        "{series}: {family} has the labels {declared_labels:?}"
+    );
+    0.0
 }
 
 /// An HTTP answer.
@@ -241,9 +284,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// Meta's payloads beside the repository, when the folder is there.
-pub fn shared_fixtures_dir() -> Option<PathBuf> {
+pub fn shared_fixtures_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/meta-payloads");
-    dir.is_dir().then_some(dir)
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests that read Meta's payloads need ../shared beside the repository",
+        dir.display()
+    );
+    dir
 }
 
 /// A record read back from Kafka.
@@ -456,10 +504,10 @@ impl GatewayProcess {
 
     /// One metric's value, as in [`TestApp::metric`].
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = get(&format!("http://{}/metrics", self.admin)).await.text();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.parse().expect("a metric value"))
+        series_value(
+            &get(&format!("http://{}/metrics", self.admin)).await.text(),
+            series,
+        )
     }
 
     /// Sends `signal` (`KILL`, `TERM`) and waits for the exit.
@@ -623,4 +671,36 @@ pub fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
     producer
         .flush(std::time::Duration::from_secs(10))
         .expect("written");
+}
+
+#[test]
+fn a_metric_that_is_not_there_reads_as_zero_only_when_the_gateway_declares_it() {
+    let text = "waba_gateway_ready 1\n\
+                waba_gateway_http_requests_total{route=\"healthz\",status=\"200\"} 3\n";
+    assert_eq!(series_value(text, "waba_gateway_ready"), 1.0);
+    assert_eq!(
+        series_value(
+            text,
+            r#"waba_gateway_http_requests_total{route="healthz",status="200"}"#
+        ),
+        3.0
+    );
+    // Declared, labelled, not counted yet.
+    assert_eq!(
+        series_value(
+            text,
+            r#"waba_gateway_http_requests_total{route="webhook_notify",status="503"}"#
+        ),
+        0.0
+    );
+    for wrong in [
+        r#"waba_gateway_http_request_total{route="healthz",status="200"}"#,
+        r#"waba_gateway_http_requests_total{route="healthz",code="200"}"#,
+        "waba_gateway_not_ready",
+        // Without labels a metric is always rendered: missing means it is not there.
+        "waba_gateway_kafka_delivery_seconds_count",
+    ] {
+        let read = std::panic::catch_unwind(|| series_value(text, wrong));
+        assert!(read.is_err(), "{wrong} read as {read:?}");
+    }
 }

@@ -86,8 +86,9 @@ async fn post_all(app: &TestApp) {
         let started = Instant::now();
         let answer = app.notify(&body).await;
         assert_eq!(answer.status, 200, "{name}: {}", answer.text());
+        // Well within the 10 s request timeout; how fast is benches/hot_path.rs's concern.
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "{name} took {:?}",
             started.elapsed()
         );

@@ -69,8 +69,10 @@ async fn a_connection_that_is_slow_to_send_its_headers_is_closed() {
         .await
         .expect("the gateway closes the connection");
     let waited = started.elapsed();
+    // Not before the timeout; after it, within read_until_closed's 5 s however slow the
+    // machine.
     assert!(
-        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        waited >= Duration::from_millis(250),
         "closed after {waited:?}"
     );
     assert!(
@@ -95,7 +97,8 @@ async fn a_body_that_arrives_too_slowly_gets_408_and_nothing_is_stored() {
         .await
         .expect("the gateway answers and closes");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Exactly at the request timeout on the paused clock: http::tests.
+    assert!(started.elapsed() >= Duration::from_millis(350));
     assert!(app.memory.as_ref().expect("memory").records().is_empty());
 }
 

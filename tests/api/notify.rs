@@ -322,7 +322,8 @@ async fn during_the_lame_duck_period_requests_get_200_while_readyz_says_503() {
         assert_eq!(app.notify(&body).await.status, 200, "still serving");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    // Each 200 above came while /readyz said 503: during the lame duck, however slow the
+    // machine (the listener closes when it ends).
     stopping.await.expect("task").expect("clean stop");
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
@@ -341,7 +342,9 @@ async fn the_binary_answers_200_in_the_first_seconds_after_sigterm() {
     let mut serve = GatewayProcess::start(
         dir.path(),
         &[
-            ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "2000"),
+            // Far beyond the half second of requests below, so that a slow machine still
+            // sends them all within it.
+            ("WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS", "6000"),
             (
                 "WABA_GATEWAY__DELIVERY__SPOOL_DIR",
                 spool.to_str().expect("utf-8"),
@@ -355,21 +358,18 @@ async fn the_binary_answers_200_in_the_first_seconds_after_sigterm() {
     // The signal arrives a moment later: from then on /readyz says 503.
     while get(&format!("http://{}/readyz", serve.admin)).await.status != 503 {
         assert!(
-            sigterm.elapsed() < Duration::from_millis(1000),
-            "still ready"
+            sigterm.elapsed() < Duration::from_secs(5),
+            "still ready 5 s after SIGTERM"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut answered = 0;
-    while sigterm.elapsed() < Duration::from_millis(1500) {
+    for _ in 0..5 {
         let answer = post_signed(&serve.url(), &body, "demo-app-secret").await;
         assert_eq!(answer.status, 200, "{}", answer.text());
         let ready = get(&format!("http://{}/readyz", serve.admin)).await;
         assert_eq!(ready.status, 503);
-        answered += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(answered >= 5, "{answered}");
     assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
     assert!(serve.log().contains("lame duck"), "{}", serve.log());
 }

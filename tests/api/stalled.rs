@@ -55,7 +55,8 @@ async fn signed_notifications_get_200_while_a_thousand_clients_hold_their_bodies
     eprintln!(
         "{STALLED} stalled forged bodies, {STALLED} unsigned: the slowest of 20 signed POSTs took {slowest:?}"
     );
-    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // Not queued behind the stalled ones, which hold on until the 10 s request timeout.
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
 
     // An unsigned request was refused before its body: 401 at once, no `100 Continue`,
     // the connection closed.
