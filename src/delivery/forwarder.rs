@@ -137,15 +137,16 @@ async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<
                     }
                     Ok(None) => {}
                     Err(error) => {
-                        failures += 1;
-                        let delay = RETRY.delay(failures);
-                        if !deliverer.kafka_unreachable()
-                            && let Some(held_back) = retrying.admit()
-                        {
-                            tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "cannot publish a spooled entry yet; it stays on the spool");
-                        }
-                        retries.push_front((seq, Instant::now() + delay));
-                        blocked_until = Some(Instant::now() + delay);
+                        let at = retry_at(
+                            &mut failures,
+                            &retrying,
+                            &deliverer,
+                            seq,
+                            &error,
+                            "cannot publish a spooled entry yet; it stays on the spool",
+                        );
+                        retries.push_front((seq, at));
+                        blocked_until = Some(at);
                     }
                 }
                 continue;
@@ -163,14 +164,8 @@ async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<
                         spool.release(seq);
                     }
                     Err(error) => {
-                        failures += 1;
-                        let delay = RETRY.delay(failures);
-                        if !deliverer.kafka_unreachable()
-                            && let Some(held_back) = retrying.admit()
-                        {
-                            tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "Kafka did not take a spooled entry; retrying");
-                        }
-                        retries.push_back((seq, Instant::now() + delay));
+                        let at = retry_at(&mut failures, &retrying, &deliverer, seq, &error, "Kafka did not take a spooled entry; retrying");
+                        retries.push_back((seq, at));
                     }
                 }
             }
@@ -191,6 +186,27 @@ async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<
         }
     }
     spool.update_gauges();
+}
+
+/// After entry `seq` failed with `error`: counts the failure in a row, says `what`
+/// happened (once per interval, and not while the publisher says Kafka is unreachable),
+/// and returns when to try again.
+fn retry_at(
+    failures: &mut u32,
+    retrying: &Throttle,
+    deliverer: &Deliverer,
+    seq: u64,
+    error: &PublishError,
+    what: &str,
+) -> Instant {
+    *failures += 1;
+    let delay = RETRY.delay(*failures);
+    if !deliverer.kafka_unreachable()
+        && let Some(held_back) = retrying.admit()
+    {
+        tracing::warn!(seq, %error, held_back, retry_in_ms = delay.as_millis() as u64, "{what}");
+    }
+    Instant::now() + delay
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -93,6 +93,16 @@ impl Handler {
         )
     }
 
+    /// With the publisher behaving as `behaviour`, a notification is answered 503 exactly
+    /// `ms` milliseconds after it came.
+    async fn answers_503_after(&self, behaviour: Behaviour, ms: u64) {
+        self.memory.set_behaviour(behaviour);
+        let started = tokio::time::Instant::now();
+        let (status, _) = self.notify(BODY).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(started.elapsed(), Duration::from_millis(ms));
+    }
+
     fn metric(&self, line: &str) -> bool {
         String::from_utf8(self.metrics.render())
             .expect("utf-8")
@@ -104,11 +114,7 @@ impl Handler {
 #[tokio::test(start_paused = true)]
 async fn kafka_mode_answers_503_exactly_when_the_ack_timeout_passes() {
     let handler = kafka_mode("300");
-    handler.memory.set_behaviour(Behaviour::Hang);
-    let started = tokio::time::Instant::now();
-    let (status, _) = handler.notify(BODY).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    handler.answers_503_after(Behaviour::Hang, 300).await;
     assert!(
         handler
             .metric(r#"waba_gateway_http_requests_total{route="webhook_notify",status="503"} 1"#)
@@ -137,11 +143,9 @@ fn none_mode(timeout_ms: &str) -> Handler {
 #[tokio::test(start_paused = true)]
 async fn none_mode_answers_503_when_topics_are_not_created_within_the_timeout() {
     let handler = none_mode("300");
-    handler.memory.set_behaviour(Behaviour::StallTopicCreation);
-    let started = tokio::time::Instant::now();
-    let (status, _) = handler.notify(BODY).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    handler
+        .answers_503_after(Behaviour::StallTopicCreation, 300)
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
