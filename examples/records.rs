@@ -5,9 +5,10 @@
 //!
 //! Each body is split as the gateway splits it (the default topics, app `default`), once
 //! in change mode and once in item mode with CloudEvents headers; the value of every
-//! record that is not a dead letter is written to OUT_DIR as `<n>.json`. The path of each
-//! body that is not a notification (kept whole as a dead letter) is printed as
-//! `deadletter <path>`, and a last line gives the counts.
+//! record that is not a dead letter is written as `OUT_DIR/<i>/<n>.json`, `<i>` being the
+//! body's position on the command line (from 0). The path of each body that is not a
+//! notification (kept whole as a dead letter) is printed as `deadletter <path>`, and a
+//! last line gives the counts.
 
 #![allow(clippy::print_stdout)] // printing the results is its job
 
@@ -30,9 +31,10 @@ fn main() -> anyhow::Result<()> {
         .with_split(SplitBy::Item)
         .with_cloudevents(true);
     let (mut bodies, mut written, mut dead) = (0, 0, 0);
-    for path in args {
+    for (position, path) in args.enumerate() {
         let body = std::fs::read(&path)?;
         bodies += 1;
+        let dir = out.join(position.to_string());
         // A body that is not a notification is one in either mode: said once.
         let split = to_records(&change, "default", &body, SystemTime::now());
         if split.deadletter.is_some() {
@@ -41,10 +43,11 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let items = to_records(&item, "default", &body, SystemTime::now());
+        std::fs::create_dir_all(&dir)?;
         for split in [split, items] {
             for record in split.records {
                 written += 1;
-                std::fs::write(out.join(format!("{written}.json")), &record.value)?;
+                std::fs::write(dir.join(format!("{written}.json")), &record.value)?;
             }
         }
     }

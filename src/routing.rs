@@ -22,6 +22,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "group_lifecycle_update",
     "group_participants_update",
     "group_settings_update",
+    "group_status_update",
     "history",
     "message_template_components_update",
     "message_template_quality_update",
