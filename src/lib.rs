@@ -17,6 +17,7 @@
 //! Only what tests, benches, examples and fuzz targets use is public.
 
 pub mod app;
+pub(crate) mod asyncapi;
 pub(crate) mod backoff;
 pub mod cli;
 pub mod config;

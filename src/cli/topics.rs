@@ -1,5 +1,6 @@
-//! `waba-gateway topics apply|check`: the topics of every field, the overrides, the
-//! unrouted and the dead-letter topic, created or checked through Kafka's admin API.
+//! `waba-gateway topics apply|check|asyncapi`: the topics of every field, the overrides,
+//! the unrouted and the dead-letter topic, created or checked through Kafka's admin API,
+//! or described as an AsyncAPI document.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +34,19 @@ pub(super) enum TopicsAction {
         /// The Kafka cluster (strimzi.io/cluster label) of --output strimzi.
         #[arg(long, default_value = "kafka")]
         strimzi_cluster: String,
+    },
+    /// Print the AsyncAPI 3.0 document of what the gateway publishes: a channel per topic,
+    /// each record's schema, headers and key. Connects to nothing.
+    ///
+    /// Its payloads refer to the JSON Schemas by relative path (envelope.schema.json): keep
+    /// the document beside a copy of the repository's schemas/ folder, as
+    /// schemas/asyncapi.json (the default configuration's) is.
+    #[command(after_help = "Examples:
+  waba-gateway topics asyncapi --config gateway.toml > asyncapi.json
+  waba-gateway topics asyncapi --brokers kafka-0:9092,kafka-1:9092 --partitions 12")]
+    Asyncapi {
+        #[command(flatten)]
+        topics: TopicsArgs,
     },
     /// Create nothing; exit 1 naming each topic that is missing or mis-set, with the fix.
     #[command(after_help = "Examples:
@@ -111,6 +125,21 @@ pub(super) fn run(action: TopicsAction) -> anyhow::Result<()> {
                 Output::Strimzi => strimzi(&specs, &strimzi_cluster),
                 Output::Text => specs.iter().map(describe).collect(),
             };
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("writing to standard output")
+        }
+        TopicsAction::Asyncapi { topics } => {
+            let (mut settings, specs) = specs(&topics)?;
+            // Without --brokers an embedded broker is nobody's server: none is listed.
+            if let Some(brokers) = &topics.brokers {
+                settings.kafka.brokers.clone_from(brokers);
+            }
+            let mut text =
+                serde_json::to_string_pretty(&crate::asyncapi::document(&settings, &specs))
+                    .context("writing the document")?;
+            text.push('\n');
             std::io::stdout()
                 .lock()
                 .write_all(text.as_bytes())

@@ -216,6 +216,7 @@ const WITH_EXAMPLES: &[&[&str]] = &[
     &["spool", "drain"],
     &["topics", "apply"],
     &["topics", "check"],
+    &["topics", "asyncapi"],
 ];
 
 /// The example lines of `command --help`, continuation lines joined, comments dropped.
@@ -891,6 +892,37 @@ fn every_help_example_runs() {
     }
     assert!(ran >= 40, "{ran} examples");
     eprintln!("{ran} help examples ran");
+}
+
+/// schemas/asyncapi.json is what `topics asyncapi` prints for the default configuration:
+/// regenerate it with `waba-gateway topics asyncapi > schemas/asyncapi.json` when the
+/// topics, headers or messages change.
+#[test]
+fn the_checked_in_asyncapi_document_is_the_commands_output() {
+    let output = without_settings(binary())
+        .args(["topics", "asyncapi"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/asyncapi.json");
+    let checked_in = std::fs::read_to_string(&path).expect("schemas/asyncapi.json");
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        printed == checked_in,
+        "schemas/asyncapi.json differs from `waba-gateway topics asyncapi`: regenerate it"
+    );
+    let document: serde_json::Value = serde_json::from_str(&printed).expect("JSON");
+    assert_eq!(document["asyncapi"], "3.0.0");
+    assert_eq!(
+        document["info"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "the document names the gateway's version"
+    );
 }
 
 #[test]

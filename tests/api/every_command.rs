@@ -125,6 +125,7 @@ const COMMANDS: &[&[&str]] = &[
     &["topics", "check"],
     &["topics", "apply"],
     &["topics", "apply", "--dry-run"],
+    &["topics", "asyncapi"],
     &["subscriptions", "list", "--waba-id", "102290129340398"],
     &["subscriptions", "add", "--waba-id", "102290129340398"],
     &[
