@@ -12,8 +12,7 @@
 # gateway's latency at half its maximum rate (open loop, examples/loadgen.rs, latency from
 # each request's scheduled start); its latency against rate at seven fractions of its
 # maximum, up to twice it, plotted as an SVG (PLOT, default target/bench/latency-vs-rate.svg); then 3 MB
-# bodies of 1000 changes at 50 connections, in both modes. Every request is a different
-# notification, signed in the wrk script. After each run, benches/load/verify.py reads the
+# bodies of 1000 changes at 50 connections, in both modes. After each run, benches/load/verify.py reads the
 # topics back (examples/readback.rs) and counts the changes of requests answered 200 that
 # are not in Kafka.
 #
@@ -22,13 +21,22 @@
 # QUICK=1 runs only the ceiling and the two modes under wrk (no open loop, no curve, no
 # 3 MB run), for comparisons such as benches/item-mode.sh.
 #
-# CONNECTIONS (16), SECONDS_PER_RUN (10), BIG_SECONDS (3) set the load. wrk runs one
-# connection per thread, so each answer is counted against the body it answers. Only
-# loopback addresses are used; every run stops by itself.
+# Small bodies are signed before each run, not while it is measured (POOL, default 2000
+# distinct notifications per connection, sent in turn): signing in wrk's Lua takes the CPU
+# the servers need, and halves the ceiling on a 2-core machine. POOL=0 signs every request
+# in wrk instead (every request then a different notification). The 3 MB bodies are
+# always signed in wrk: there are few of them.
+#
+# CONNECTIONS (32), THREADS (2), SECONDS_PER_RUN (8), BIG_SECONDS (3) set the load: by
+# default the method of docs/PERFORMANCE.md (wrk with 2 threads, 32 connections, 8 s,
+# bodies signed beforehand). With POOL=0, wrk runs one connection per thread (-t = -c),
+# so each answer is counted against the body it answers. Only loopback addresses are used;
+# every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-connections=${CONNECTIONS:-16}
-seconds=${SECONDS_PER_RUN:-10}
+connections=${CONNECTIONS:-32}
+threads=${THREADS:-2}
+seconds=${SECONDS_PER_RUN:-8}
 big_seconds=${BIG_SECONDS:-3}
 big_connections=50
 curve_seconds=${CURVE_SECONDS:-4}
@@ -36,6 +44,7 @@ plot=${PLOT:-target/bench/latency-vs-rate.svg}
 split=${SPLIT:-change}
 compression=${COMPRESSION:-}
 quick=${QUICK:-0}
+pool=${POOL:-2000}
 secret=bench-secret
 gateway_port=18080
 admin_port=19090
@@ -156,15 +165,38 @@ start_ceiling() {
 }
 
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+# Writes, for run $1 and each of $2 connections, $pool notifications of $work/manifest signed
+# beforehand to $work/pool-$1/<connection>.txt (see benches/load/notify.lua).
+sign_pool() {
+  python3 - "$work/manifest" "$work/pool-$1" "$1" "$2" "$pool" "$secret" <<'PY'
+import hashlib, hmac, os, sys
+manifest, out, run, threads, size, secret = sys.argv[1:]
+templates = [open(line.split()[1], "rb").read() for line in open(manifest)]
+os.makedirs(out, exist_ok=True)
+for thread in range(1, int(threads) + 1):
+    with open(f"{out}/{thread}.txt", "wb") as pool:
+        for k in range(1, int(size) + 1):
+            template = (k + thread) % len(templates) + 1
+            body = templates[template - 1].replace(b"@UID@", f"bench-{run}-{thread}-{k}-{template}".encode())
+            signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            pool.write(b"sha256=" + signature.encode() + b" " + body + b"\n")
+PY
+}
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # wrk against $1 (URL) with manifest $2, $3 connections for $4 seconds, as run $5 (its
 # answers go to $work/report-$5); measures process $server. Prints wrk's figures plus
 # cpu_us_per_request and peak_rss_mb.
 measure() {
-  local before after line
+  local before after line presigned=() wrk_threads=$3
+  if [ "$2" = "$work/manifest" ] && [ "$pool" != 0 ]; then
+    wrk_threads=$threads
+    sign_pool "$5" "$wrk_threads"
+    presigned=("WRK_POOL=$work/pool-$5")
+  fi
   before=$(cpu_ticks "$server")
-  line=$(WRK_MANIFEST=$2 WRK_SECRET=$secret WRK_RUN=$5 WRK_REPORT=$work/report-$5 \
-    wrk -t "$3" -c "$3" -d "${4}s" --timeout 10s -s benches/load/notify.lua "$1" | tail -n 1)
+  line=$(env "${presigned[@]}" WRK_MANIFEST=$2 WRK_SECRET=$secret WRK_RUN=$5 WRK_REPORT=$work/report-$5 \
+    wrk -t "$wrk_threads" -c "$3" -d "${4}s" --timeout 10s -s benches/load/notify.lua "$1" | tail -n 1)
+  rm -rf "$work/pool-$5"
   after=$(cpu_ticks "$server")
   local hwm
   hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$server/status")
@@ -172,7 +204,8 @@ measure() {
     'BEGIN { printf "cpu_us_per_request=%.1f peak_rss_mb=%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1), h / 1024 }')"
 }
 # How many changes of the requests answered 200 in runs $2... (manifest $1) are not in
-# Kafka, read back by event_id (examples/readback.rs) once the spool, if any, is empty.
+# Kafka, read back by event_id (examples/readback.rs) once the spool, if any, is empty,
+# out of how many: "missing/expected".
 missing() {
   local manifest=$1 reports=()
   shift
@@ -182,7 +215,11 @@ missing() {
     [ "${entries:-0}" = 0 ] && break
     sleep 0.5
   done
-  field "$(python3 benches/load/verify.py target/release/examples/readback $brokers "$manifest" "${reports[@]}")" missing
+  local presigned=0
+  [ "$manifest" = "$work/manifest" ] && presigned=$pool
+  local verified
+  verified=$(VERIFY_POOL=$presigned VERIFY_CONNECTIONS=$(( connections / threads + 1 )) python3 benches/load/verify.py target/release/examples/readback $brokers "$manifest" "${reports[@]}")
+  echo "$(field "$verified" missing)/$(field "$verified" expected)"
 }
 
 # Latency against rate for the server at URL $1 whose maximum under wrk is $2 requests/s:
@@ -247,7 +284,7 @@ report() { # name, row, ceiling row, missing
         rps / crps, cpu / ccpu, rss / crss }'
 }
 echo
-echo "waba-gateway load: $(nproc) cores, wrk $connections connections x ${seconds}s, split $split, compression ${compression:-default}, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "waba-gateway load: $(nproc) cores, wrk $threads threads $connections connections x ${seconds}s, bodies $( [ "$pool" = 0 ] && echo "signed in wrk" || echo "signed beforehand ($pool per thread)"), split $split, compression ${compression:-default}, broker tansu ($brokers), $(date -u +%Y-%m-%dT%H:%MZ)"
 printf '%-14s %8s %8s %8s %8s %9s %9s %7s %7s %8s | %7s %7s %7s\n' server rps "p50 ms" "p99 ms" "p99.9 ms" \
   "cpu us/r" "rss MB" non2xx errors missing "rps/c" "cpu/c" "rss/c"
 report ceiling "${row[ceiling]}" "${row[ceiling]}" -
@@ -255,7 +292,7 @@ report "gateway kafka" "${row[kafka]}" "${row[ceiling]}" "${missing_records[kafk
 report "gateway spool" "${row[spool]}" "${row[ceiling]}" "${missing_records[spool]}"
 if [ "$quick" = 1 ]; then
   echo
-  echo "missing: records of requests answered 200 not found in Kafka, read back by event_id."
+  echo "missing: records of requests answered 200 not found in Kafka / records expected, read back by event_id."
   exit 0
 fi
 echo
@@ -274,8 +311,8 @@ echo "latency against rate, open loop ($connections connections, ${curve_seconds
 printf '  %-14s %8s %8s %8s %8s %7s\n' server fraction rps "p50 ms" "p99 ms" non2xx
 awk '{ printf "  %-14s %8s %8s %8s %8s %7s\n", $1, $2, $3, $4, $5, $6 }' "$work/curve"
 echo
-echo "missing: changes of requests answered 200 not found in Kafka, read back from the"
-echo "broker by event_id once the spool (if any) was empty."
+echo "missing: changes of requests answered 200 not found in Kafka / changes expected, read"
+echo "back from the broker by event_id once the spool (if any) was empty."
 # Why any request was not answered 2xx, in the gateway's own words (its log, all runs).
 if grep -q "not accepted" "$work/gateway.log"; then
   echo

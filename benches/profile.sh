@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Profiles the gateway's whole request path under load: the method of benches/load.sh
+# (wrk, 2 threads, 32 connections, bodies signed beforehand, tansu beside it), with
+# `perf record` on the gateway process for the measured seconds, in each ack mode. Writes
+# a flame graph per mode (LABEL-<mode>.svg under OUT, default docs/perf; the folded stacks
+# in target/bench/LABEL-<mode>.folded) and prints the CPU by thread and the
+# functions that take the most CPU, self time, each with its share.
+#
+#   bash benches/profile.sh                 # LABEL=now, both modes
+#   LABEL=before MODES=spool bash benches/profile.sh
+#
+# The gateway is built with frame pointers (RUSTFLAGS, in target/profiling) so that perf
+# can walk its stacks cheaply; librdkafka's C frames may show without their callers.
+# perf's sampling costs the measured server a few percent: the figures of record are
+# benches/load.sh's, without perf. Only loopback addresses are used; every run stops by
+# itself. inferno (flame graphs) is installed into the tools cache when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+label=${LABEL:-now}
+modes=${MODES:-"spool kafka"}
+out=${OUT:-docs/perf}
+seconds=${SECONDS_PER_RUN:-8}
+frequency=${FREQUENCY:-499}
+threads=2
+connections=32
+secret=bench-secret
+gateway_port=18090
+admin_port=19095
+broker_port=19093
+brokers=127.0.0.1:$broker_port
+tools="${WABA_GATEWAY_TOOLS:-$HOME/.cache/waba-gateway/tools}"
+
+for tool in perf wrk; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install linux-perf wrk)" >&2; exit 1; }
+done
+if [ ! -x "$tools/inferno/bin/inferno-flamegraph" ]; then
+  cargo install --quiet inferno --version 0.12.3 --root "$tools/inferno"
+fi
+RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profiling \
+  cargo build --release --quiet --bin waba-gateway
+gateway=target/profiling/release/waba-gateway
+tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
+mkdir -p "$out"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The six notifications of benches/load.sh, 2000 distinct signed ones per wrk thread.
+python3 - "$work" "$secret" $threads tests/fixtures/messages_text.json \
+  tests/fixtures/messages_status_delivered.json tests/fixtures/messages_interactive_button_reply.json \
+  tests/fixtures/message_template_status_update.json tests/fixtures/messages_two_changes_one_entry.json \
+  tests/fixtures/messages_order.json <<'PY'
+import hashlib, hmac, json, os, sys
+work, secret, threads, fixtures = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+os.makedirs(f"{work}/pool", exist_ok=True)
+templates = []
+for path in fixtures:
+    body = json.load(open(path))
+    for entry in body["entry"]:
+        entry["id"] = "@UID@"
+    templates.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+with open(f"{work}/manifest", "w") as manifest:
+    manifest.write("1 /dev/null\n")
+for thread in range(1, threads + 1):
+    with open(f"{work}/pool/{thread}.txt", "wb") as pool:
+        for k in range(1, 2001):
+            template = (k + thread) % len(templates) + 1
+            body = templates[template - 1].replace(b"@UID@", f"profile-{thread}-{k}".encode())
+            signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            pool.write(b"sha256=" + signature.encode() + b" " + body + b"\n")
+PY
+
+wait_ready() {
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "the gateway never became ready" >&2
+  return 1
+}
+load() { # seconds, run name
+  WRK_POOL=$work/pool WRK_MANIFEST=$work/manifest WRK_SECRET=$secret WRK_RUN=$2 \
+    WRK_REPORT=$work/report-$2 wrk -t $threads -c $connections -d "${1}s" --timeout 10s \
+    -s benches/load/notify.lua "http://127.0.0.1:$gateway_port/webhook" | tail -n 1
+}
+
+for mode in $modes; do
+  "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  broker=$!
+  pids+=("$broker")
+  sleep 1
+  rm -rf "$work/spool"
+  WABA_GATEWAY__DELIVERY__ACK=$mode \
+  WABA_GATEWAY__DELIVERY__SPOOL_DIR="$work/spool" \
+  WABA_GATEWAY__KAFKA__BROKERS=$brokers \
+  WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS=3 \
+  WABA_GATEWAY__APPS__DEFAULT__SECRET=$secret \
+  WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN=bench \
+  WABA_GATEWAY__SERVER__LISTEN=127.0.0.1:$gateway_port \
+  WABA_GATEWAY__ADMIN__LISTEN=127.0.0.1:$admin_port \
+  WABA_GATEWAY__LOG__LEVEL=warn \
+  WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS=0 \
+    "$gateway" serve 2>>"$work/gateway.log" &
+  server=$!
+  pids+=("$server")
+  wait_ready
+  load 2 "$mode-warm" >/dev/null
+  perf record -q -F "$frequency" -g -p "$server" -o "$work/perf-$mode.data" -- sleep "$((seconds + 1))" \
+    2>/dev/null &
+  recorder=$!
+  line=$(load "$seconds" "$mode")
+  wait "$recorder" || true
+  perf script -i "$work/perf-$mode.data" 2>/dev/null \
+    | "$tools/inferno/bin/inferno-collapse-perf" >"$work/folded-$mode"
+  "$tools/inferno/bin/inferno-flamegraph" --title "waba-gateway, ack = $mode ($label)" \
+    <"$work/folded-$mode" >"$out/$label-$mode.svg"
+  mkdir -p target/bench
+  cp "$work/folded-$mode" "target/bench/$label-$mode.folded"
+  echo
+  echo "== ack = $mode ($label): $line"
+  echo "flame graph: $out/$label-$mode.svg; most CPU, self time (share of all samples):"
+  echo "by thread:"
+  perf report -i "$work/perf-$mode.data" --no-children --sort comm --stdio 2>/dev/null \
+    | grep -E "^ +[0-9.]+%" | head -n 12 || true
+  echo "by function:"
+  perf report -i "$work/perf-$mode.data" --no-children --sort symbol --stdio 2>/dev/null \
+    | grep -E '^ +[0-9.]+%' | head -n "${TOP:-25}" || true
+  kill "$server" "$broker" 2>/dev/null || true
+  wait "$server" "$broker" 2>/dev/null || true
+  pids=()
+done
