@@ -34,6 +34,7 @@
 # every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/load/serve.sh
 connections=${CONNECTIONS:-32}
 threads=${THREADS:-2}
 seconds=${SECONDS_PER_RUN:-8}
@@ -131,31 +132,11 @@ start_broker() {
 }
 # Starts the gateway in ack mode $1 on a fresh spool; sets $server.
 start_gateway() {
-  rm -rf "$work/spool"
   local codec=()
   [ -z "$compression" ] || codec=("WABA_GATEWAY__KAFKA__LIBRDKAFKA__COMPRESSION_TYPE=$compression")
-  env "${codec[@]}" \
-  WABA_GATEWAY__DELIVERY__ACK=$1 \
-  WABA_GATEWAY__ROUTING__SPLIT=$split \
-  WABA_GATEWAY__DELIVERY__SPOOL_DIR="$work/spool" \
-  WABA_GATEWAY__KAFKA__BROKERS=$brokers \
-  WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS=3 \
-  WABA_GATEWAY__APPS__DEFAULT__SECRET=$secret \
-  WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN=bench \
-  WABA_GATEWAY__SERVER__LISTEN=127.0.0.1:$gateway_port \
-  WABA_GATEWAY__ADMIN__LISTEN=127.0.0.1:$admin_port \
-  WABA_GATEWAY__LOG__LEVEL=warn \
-  WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS=0 \
-    "$gateway" serve 2>>"$work/gateway.log" &
-  server=$!
+  serve_gateway "$gateway" "$1" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log" \
+    WABA_GATEWAY__ROUTING__SPLIT="$split" "${codec[@]}"
   pids+=("$server")
-  for _ in $(seq 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "the gateway never became ready; its log:" >&2
-  cat "$work/gateway.log" >&2
-  return 1
 }
 start_ceiling() {
   target/release/examples/ceiling 127.0.0.1:$ceiling_port &

@@ -16,6 +16,7 @@
 # itself. inferno (flame graphs) is installed into the tools cache when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/load/serve.sh
 label=${LABEL:-now}
 modes=${MODES:-"spool kafka"}
 out=${OUT:-docs/perf}
@@ -75,14 +76,6 @@ for thread in range(1, threads + 1):
             pool.write(b"sha256=" + signature.encode() + b" " + body + b"\n")
 PY
 
-wait_ready() {
-  for _ in $(seq 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "the gateway never became ready" >&2
-  return 1
-}
 load() { # seconds, run name
   WRK_POOL=$work/pool WRK_MANIFEST=$work/manifest WRK_SECRET=$secret WRK_RUN=$2 \
     WRK_REPORT=$work/report-$2 wrk -t $threads -c $connections -d "${1}s" --timeout 10s \
@@ -95,21 +88,8 @@ for mode in $modes; do
   broker=$!
   pids+=("$broker")
   sleep 1
-  rm -rf "$work/spool"
-  WABA_GATEWAY__DELIVERY__ACK=$mode \
-  WABA_GATEWAY__DELIVERY__SPOOL_DIR="$work/spool" \
-  WABA_GATEWAY__KAFKA__BROKERS=$brokers \
-  WABA_GATEWAY__KAFKA__TOPIC_PARTITIONS=3 \
-  WABA_GATEWAY__APPS__DEFAULT__SECRET=$secret \
-  WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN=bench \
-  WABA_GATEWAY__SERVER__LISTEN=127.0.0.1:$gateway_port \
-  WABA_GATEWAY__ADMIN__LISTEN=127.0.0.1:$admin_port \
-  WABA_GATEWAY__LOG__LEVEL=warn \
-  WABA_GATEWAY__SHUTDOWN__LAME_DUCK_MS=0 \
-    "$gateway" serve 2>>"$work/gateway.log" &
-  server=$!
+  serve_gateway "$gateway" "$mode" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log"
   pids+=("$server")
-  wait_ready
   load 2 "$mode-warm" >/dev/null
   perf record -q -F "$frequency" -g -p "$server" -o "$work/perf-$mode.data" -- sleep "$((seconds + 1))" \
     2>/dev/null &

@@ -9,17 +9,8 @@ tools="${WABA_GATEWAY_TOOLS:-$HOME/.cache/waba-gateway/tools}"
 kafkajs_version=2.2.4
 confluent_version=2.16.1
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "installing nodejs and npm" >&2
-  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq nodejs npm >&2
-fi
-kafkajs="$tools/kafkajs-$kafkajs_version"
-if [ ! -f "$kafkajs/node_modules/kafkajs/package.json" ]; then
-  echo "installing kafkajs $kafkajs_version into $kafkajs" >&2
-  mkdir -p "$kafkajs"
-  npm install --silent --no-audit --no-fund --prefix "$kafkajs" "kafkajs@$kafkajs_version" >&2
-fi
+kafkajs=$(bash "$(dirname "$0")/install-npm-package.sh" kafkajs "$kafkajs_version" \
+  "kafkajs-$kafkajs_version" | tail -n 1)
 
 venv="$tools/consumer-venv"
 if ! "$venv/bin/python" -c "import confluent_kafka, sys; sys.exit(confluent_kafka.version()[0] != '$confluent_version')" 2>/dev/null; then
@@ -27,5 +18,5 @@ if ! "$venv/bin/python" -c "import confluent_kafka, sys; sys.exit(confluent_kafk
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "confluent-kafka==$confluent_version" >&2
 fi
-echo "kafkajs=$kafkajs/node_modules"
+echo "kafkajs=$kafkajs"
 echo "python=$venv/bin/python"
