@@ -61,7 +61,11 @@ pub fn document(settings: &Settings, specs: &[TopicSpec]) -> Ordered {
     let mut operations = serde_json::Map::new();
     let mut used = BTreeSet::new();
     for spec in specs {
-        let id = channel_id(&spec.name);
+        // Two topics may differ only where an id cannot say so (`a.b`, `a_b`).
+        let mut id = channel_id(&spec.name);
+        while channels.contains_key(&id) {
+            id.push('_');
+        }
         let names = carried.get(spec.name.as_str()).cloned().unwrap_or_default();
         let messages: serde_json::Map<String, Value> = names
             .iter()
@@ -437,6 +441,21 @@ mod tests {
         let servers = document.get("servers").expect("servers");
         assert_eq!(servers["broker1"]["host"], "k2:9092");
         let deadletter = &channels["whatsapp_deadletter"]["messages"];
+        let clash = Settings::load(
+            None,
+            [(
+                "WABA_GATEWAY__KAFKA__TOPICS__FLOWS".to_owned(),
+                "whatsapp_calls".to_owned(),
+            )],
+        )
+        .expect("valid settings");
+        let both = super::document(&clash, &plan(&clash, &Overrides::default()));
+        let ids = both
+            .get("channels")
+            .and_then(Value::as_object)
+            .expect("ids");
+        assert_eq!(ids["whatsapp_calls"]["address"], "whatsapp.calls");
+        assert_eq!(ids["whatsapp_calls_"]["address"], "whatsapp_calls");
         assert!(deadletter.get("deadletter").is_some() && deadletter.get("refused").is_some());
         let components = document.get("components").expect("components");
         for (name, _) in components["messages"].as_object().expect("messages") {

@@ -13,7 +13,7 @@ kafkajs=$(bash "$(dirname "$0")/install-npm-package.sh" kafkajs "$kafkajs_versio
   "kafkajs-$kafkajs_version" | tail -n 1)
 
 venv="$tools/consumer-venv"
-if ! "$venv/bin/python" -c "import confluent_kafka, sys; sys.exit(confluent_kafka.version()[0] != '$confluent_version')" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import confluent_kafka, sys; sys.exit(confluent_kafka.__version__ != '$confluent_version')" 2>/dev/null; then
   echo "installing confluent-kafka $confluent_version into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "confluent-kafka==$confluent_version" >&2
