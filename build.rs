@@ -3,7 +3,7 @@
 //! else `git rev-parse`, else "unknown".
 //!
 //! And says which prerequisites of the test suite this machine lacks, as `missing_*` cfg
-//! flags: a test that needs one is `#[ignore]`d with the reason, so that `cargo test`
+//! flags: a test that needs one carries `#[cfg_attr(missing_x, ignore = "needs …")]`, so that `cargo test`
 //! lists it as not run. Under `CI=true` no flag is set: every test runs, and one whose
 //! prerequisite is missing fails.
 

@@ -34,7 +34,7 @@
 # every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source benches/load/serve.sh
+source benches/load/lib.sh
 connections=${CONNECTIONS:-32}
 threads=${THREADS:-2}
 seconds=${SECONDS_PER_RUN:-8}
@@ -61,44 +61,17 @@ cargo build --release --quiet --bin waba-gateway --example ceiling --example loa
 gateway=target/release/waba-gateway
 tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_work
 
 # The payloads: six of the project's own notifications (0.5-2 KB, some with several
 # changes) and one 3 MB body of 1000 changes, as templates whose entry ids wrk replaces
 # with each request's own id, and with their numbers of changes.
-fixtures=(tests/fixtures/messages_text.json tests/fixtures/messages_status_delivered.json
-  tests/fixtures/messages_interactive_button_reply.json tests/fixtures/message_template_status_update.json
-  tests/fixtures/messages_two_changes_one_entry.json tests/fixtures/messages_order.json)
-python3 - "$work" "$split" "${fixtures[@]}" <<'PY'
+fixtures=("${BENCH_FIXTURES[@]}")
+write_templates "$work" "$split"
+python3 - "$work" "${fixtures[0]}" <<'PY'
 import json, sys
-work, split, fixtures = sys.argv[1], sys.argv[2], sys.argv[3:]
-def records(body):
-    """The records of a body: one per change, or per item of a messages change in item mode."""
-    count = 0
-    for entry in body["entry"]:
-        for change in entry["changes"]:
-            items = 0
-            if split == "item" and change.get("field") == "messages":
-                items = sum(len(change["value"].get(a) or []) for a in ("messages", "statuses", "errors"))
-            count += max(items, 1)
-    return count
-def template(body):
-    for entry in body["entry"]:
-        entry["id"] = "@UID@"
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-with open(f"{work}/manifest", "w") as manifest:
-    for i, path in enumerate(fixtures):
-        body = json.load(open(path))
-        open(f"{work}/template-{i}.json", "w").write(template(body))
-        manifest.write(f"{records(body)} {work}/template-{i}.json\n")
-change = json.load(open(fixtures[0]))["entry"][0]["changes"][0]
+work, first = sys.argv[1], sys.argv[2]
+change = json.load(open(first))["entry"][0]["changes"][0]
 changes = []
 for i in range(1000):
     c = json.loads(json.dumps(change))
@@ -106,8 +79,8 @@ for i in range(1000):
     message["id"] = f"wamid.BIG{i:06d}"
     message["text"]["body"] = ("Bestellung %d " % i) * 190
     changes.append(c)
-big = {"object": "whatsapp_business_account", "entry": [{"id": "x", "time": 1763770001, "changes": changes}]}
-open(f"{work}/big.json", "w").write(template(big))
+big = {"object": "whatsapp_business_account", "entry": [{"id": "@UID@", "time": 1763770001, "changes": changes}]}
+open(f"{work}/big.json", "w").write(json.dumps(big, ensure_ascii=False, separators=(",", ":")))
 open(f"{work}/manifest-big", "w").write(f"1000 {work}/big.json\n")
 PY
 big_kb=$(( $(stat -c %s "$work/big.json") / 1024 ))
@@ -146,23 +119,6 @@ start_ceiling() {
 }
 
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-# Writes, for run $1 and each of $2 connections, $pool notifications of $work/manifest signed
-# beforehand to $work/pool-$1/<connection>.txt (see benches/load/notify.lua).
-sign_pool() {
-  python3 - "$work/manifest" "$work/pool-$1" "$1" "$2" "$pool" "$secret" <<'PY'
-import hashlib, hmac, os, sys
-manifest, out, run, threads, size, secret = sys.argv[1:]
-templates = [open(line.split()[1], "rb").read() for line in open(manifest)]
-os.makedirs(out, exist_ok=True)
-for thread in range(1, int(threads) + 1):
-    with open(f"{out}/{thread}.txt", "wb") as pool:
-        for k in range(1, int(size) + 1):
-            template = (k + thread) % len(templates) + 1
-            body = templates[template - 1].replace(b"@UID@", f"bench-{run}-{thread}-{k}-{template}".encode())
-            signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            pool.write(b"sha256=" + signature.encode() + b" " + body + b"\n")
-PY
-}
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # wrk against $1 (URL) with manifest $2, $3 connections for $4 seconds, as run $5 (its
 # answers go to $work/report-$5); measures process $server. Prints wrk's figures plus
@@ -171,7 +127,7 @@ measure() {
   local before after line presigned=() wrk_threads=$3
   if [ "$2" = "$work/manifest" ] && [ "$pool" != 0 ]; then
     wrk_threads=$threads
-    sign_pool "$5" "$wrk_threads"
+    sign_pool "$work/manifest" "$work/pool-$5" "$5" "$wrk_threads" "$pool" "$secret"
     presigned=("WRK_POOL=$work/pool-$5")
   fi
   before=$(cpu_ticks "$server")

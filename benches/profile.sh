@@ -16,7 +16,7 @@
 # itself. inferno (flame graphs) is installed into the tools cache when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source benches/load/serve.sh
+source benches/load/lib.sh
 label=${LABEL:-now}
 modes=${MODES:-"spool kafka"}
 out=${OUT:-docs/perf}
@@ -42,39 +42,11 @@ RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/profiling \
 gateway=target/profiling/release/waba-gateway
 tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_work
 
-# The six notifications of benches/load.sh, 2000 distinct signed ones per wrk thread.
-python3 - "$work" "$secret" $threads tests/fixtures/messages_text.json \
-  tests/fixtures/messages_status_delivered.json tests/fixtures/messages_interactive_button_reply.json \
-  tests/fixtures/message_template_status_update.json tests/fixtures/messages_two_changes_one_entry.json \
-  tests/fixtures/messages_order.json <<'PY'
-import hashlib, hmac, json, os, sys
-work, secret, threads, fixtures = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-os.makedirs(f"{work}/pool", exist_ok=True)
-templates = []
-for path in fixtures:
-    body = json.load(open(path))
-    for entry in body["entry"]:
-        entry["id"] = "@UID@"
-    templates.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-with open(f"{work}/manifest", "w") as manifest:
-    manifest.write("1 /dev/null\n")
-for thread in range(1, threads + 1):
-    with open(f"{work}/pool/{thread}.txt", "wb") as pool:
-        for k in range(1, 2001):
-            template = (k + thread) % len(templates) + 1
-            body = templates[template - 1].replace(b"@UID@", f"profile-{thread}-{k}".encode())
-            signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            pool.write(b"sha256=" + signature.encode() + b" " + body + b"\n")
-PY
+# The notifications of benches/load.sh, 2000 distinct signed ones per wrk thread.
+write_templates "$work" change
+sign_pool "$work/manifest" "$work/pool" profile $threads 2000 "$secret"
 
 load() { # seconds, run name
   WRK_POOL=$work/pool WRK_MANIFEST=$work/manifest WRK_SECRET=$secret WRK_RUN=$2 \

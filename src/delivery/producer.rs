@@ -35,7 +35,8 @@ const QUEUED_TIMEOUT: Duration = Duration::from_secs(300);
 /// `delivery.memory_budget_bytes` in every case.
 pub fn options(settings: &Settings, purpose: Purpose) -> KafkaOptions {
     let delivery = &settings.delivery;
-    let queue_kbytes = (delivery.producer_queue_bytes() / 1024).max(1);
+    let base = KafkaOptions::from_settings(settings);
+    let queue_kbytes = base.batching.queue_kbytes;
     let waited = Batching {
         linger_ms: 1,
         batch_bytes: 1_000_000,
@@ -57,7 +58,7 @@ pub fn options(settings: &Settings, purpose: Purpose) -> KafkaOptions {
     KafkaOptions {
         message_timeout,
         batching,
-        ..KafkaOptions::from_settings(settings)
+        ..base
     }
 }
 

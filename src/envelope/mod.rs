@@ -19,7 +19,11 @@ mod record;
 mod shape;
 
 #[cfg(test)]
+mod header_tests;
+#[cfg(test)]
 mod item_tests;
+#[cfg(test)]
+mod reference_tests;
 #[cfg(test)]
 mod tests;
 

@@ -7,14 +7,14 @@ use serde_json::Value;
 
 use super::*;
 
-const AT: &str = "2026-11-22T01:02:03.456Z";
+pub(super) const AT: &str = "2026-11-22T01:02:03.456Z";
 
 /// [`AT`] as the time the gateway passes around.
-fn at(text: &str) -> std::time::SystemTime {
+pub(super) fn at(text: &str) -> std::time::SystemTime {
     humantime::parse_rfc3339(text).expect("an RFC 3339 time")
 }
 
-fn routing() -> Routing {
+pub(super) fn routing() -> Routing {
     Routing::new(
         "whatsapp.{field}",
         BTreeMap::new(),
@@ -23,7 +23,7 @@ fn routing() -> Routing {
     )
 }
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(super) fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -425,149 +425,4 @@ fn a_dead_letter_keeps_the_raw_body_and_says_why() {
 fn timestamps_are_rfc3339_utc_with_milliseconds() {
     let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_602_782_939_456);
     assert_eq!(timestamp(at), "2020-10-15T17:28:59.456Z");
-}
-
-/// The one-pass split and the level-by-level reference give the same records for every
-/// fixture and for bodies the one pass does not take (it then falls back).
-#[test]
-fn the_one_pass_split_gives_the_records_of_the_reference() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut bodies: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .map(|entry| entry.expect("entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "json"))
-        .map(|path| std::fs::read(path).expect("read"))
-        .collect();
-    assert!(bodies.len() >= 30);
-    for odd in [
-        r#"{"object":"o","entry":[{"id":"1","changes":[]}]}"#,
-        r#"{"object":"o","entry":[{"id":"1"}]}"#,
-        r#"{"object":"o","entry":[{"id":"1","changes":[{"field":"messages"}]}]}"#,
-        r#"{"object":"o","entry":[["1",2,[]]]}"#,
-        r#"{"object":"o","entry":[{"id":"1","changes":[["messages",{}]]}]}"#,
-        r#"{"object":"o","entry":[{"id":"1","id":"2","changes":[{"field":"a","value":{}}]}]}"#,
-        r#"{"object":"o","entry":[{"id":"1","changes":[{"field":"a","value":null}]}]}"#,
-        r#"{"object":"o","entry":null}"#,
-        r#"[{"object":"o","entry":[{"id":"1","changes":[{"field":"a","value":{}}]}]},1]"#,
-        r#"[]"#,
-        r#"{"object":"o","entry":[{"id":1,"time":null,"changes":[{"field":"a","value":{}}]}]} x"#,
-    ] {
-        bodies.push(odd.as_bytes().to_vec());
-    }
-    // Found by the fuzz target: bytes that are not UTF-8 in a member the split skips.
-    let mut skipped_member = br#"{"entry":[{"Od":"310"#.to_vec();
-    skipped_member.extend_from_slice(&[0xba; 3]);
-    skipped_member.extend_from_slice(
-        br#"","changes":[{"value":{},"field":"account_update"}]}],"object":"o"}"#,
-    );
-    bodies.push(skipped_member);
-    let mut top_level = br#"{"x":""#.to_vec();
-    top_level.push(0xff);
-    top_level.extend_from_slice(br#"","entry":[{"id":"1","changes":[{"field":"a","value":{}}]}]}"#);
-    bodies.push(top_level);
-    for body in &bodies {
-        let reference = split_by_levels(&routing(), "default", body, at(AT));
-        let one_pass = split(&routing(), "default", body, at(AT));
-        assert_eq!(one_pass, reference, "{}", String::from_utf8_lossy(body));
-    }
-}
-
-/// The key read in one pass is the key read level by level, for every fixture's values and
-/// for values built to differ.
-#[test]
-fn the_one_pass_key_is_the_key_read_level_by_level() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut values: Vec<String> = Vec::new();
-    for path in std::fs::read_dir(&dir).expect("fixtures") {
-        let path = path.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let Ok(body) = serde_json::from_slice::<Value>(&std::fs::read(&path).expect("read")) else {
-            continue;
-        };
-        for entry in body["entry"].as_array().into_iter().flatten() {
-            for change in entry["changes"].as_array().into_iter().flatten() {
-                values.push(change["value"].to_string());
-            }
-        }
-    }
-    assert!(values.len() >= 30, "{}", values.len());
-    let metadata = r#""metadata":{"phone_number_id":"42"}"#;
-    for odd in [
-        r#"{"contacts":[{"wa_id":"1","wa_id":"2"}],"messages":[{"from":"3"}]}"#,
-        r#"{"contacts":"x","messages":{"from":"3"},"statuses":[[{"recipient_id":"4"}]]}"#,
-        r#"{"contacts":[],"messages":[null,{"from":"3"}],"statuses":[{"recipient_id":"4"}]}"#,
-        r#"{"contacts":[1],"messages":[true],"statuses":[{"recipient_user_id":"\u0035"}]}"#,
-        r#"{"messages":[{"from":5}],"statuses":null}"#,
-        r#"{"messages":[{"from":""}],"contacts":[{"user_id":"US.1"}]}"#,
-    ] {
-        values.push(odd.replacen('{', &format!("{{{metadata},"), 1));
-        values.push(odd.to_owned());
-    }
-    values.push(r#"{"metadata":[{"phone_number_id":"42"}]}"#.to_owned());
-    values.push(r#"{"metadata":{"phone_number_id":"42"},"metadata":{}}"#.to_owned());
-    values.push("[1]".to_owned());
-    for value in &values {
-        let raw: &RawValue = serde_json::from_str(value).expect("JSON");
-        assert_eq!(
-            key::conversation_key(raw),
-            key::conversation_key_by_levels(raw),
-            "{value}"
-        );
-    }
-}
-
-#[test]
-fn messages_records_name_their_business_phone_number_and_others_do_not() {
-    for (name, phone_number_id) in [
-        ("messages_text.json", Some("420123456789002")),
-        ("message_template_status_update.json", None),
-    ] {
-        let records = split(&routing(), "default", &fixture(name), at(AT)).expect("splits");
-        for record in &records {
-            assert_eq!(
-                record.header("wa-phone-number-id"),
-                phone_number_id,
-                "{name}"
-            );
-        }
-    }
-    // A messages value without metadata has no phone number to name.
-    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[]}}]}]}"#;
-    let records = split(&routing(), "default", body, at(AT)).expect("splits");
-    assert_eq!(records[0].header("wa-phone-number-id"), None);
-    assert_eq!(records[0].key.as_deref(), Some("1"));
-}
-
-/// Every header a routed record carries is one of [`headers::ROUTED`], which `replay`
-/// keeps when it replays a refused record: a header added to records and not to that list
-/// fails here. Checked over every fixture, in both split modes, with CloudEvents.
-#[test]
-fn every_header_of_a_routed_record_is_one_replay_keeps() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut seen = std::collections::BTreeSet::new();
-    for path in std::fs::read_dir(&dir).expect("fixtures") {
-        let path = path.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let body = std::fs::read(&path).expect("read");
-        for split_by in [SplitBy::Change, SplitBy::Item] {
-            let routing = routing().with_split(split_by).with_cloudevents(true);
-            let records = split(&routing, "default", &body, at(AT)).unwrap_or_default();
-            for record in records {
-                for (name, _) in &record.headers {
-                    assert!(
-                        headers::ROUTED.contains(name),
-                        "{name} ({}) is not in headers::ROUTED",
-                        path.display()
-                    );
-                    seen.insert(*name);
-                }
-            }
-        }
-    }
-    // The fixtures exercise every routed header, so the list holds nothing stale.
-    assert_eq!(seen.len(), headers::ROUTED.len(), "{seen:?}");
 }

@@ -160,6 +160,19 @@ async fn the_quickstart_runs_on_embedded_kafka_and_tail_shows_the_record() {
 
 /// Runs the binary with `args`, which must be a usage error (exit 2, nothing on standard
 /// output); returns what it said on standard error.
+/// What `command` prints on standard output; fails, showing its standard error, unless it
+/// exits 0.
+fn stdout_of_success(mut command: std::process::Command) -> String {
+    let output = command.output().expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
 fn usage_error(args: &[&str]) -> String {
     let output = binary()
         .args(args)
@@ -494,17 +507,10 @@ async fn an_unreachable_kafka_is_logged_once_and_does_not_hold_the_exit_back() {
     assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
     let exit = asked.elapsed();
     let log = serve.log();
-    let unreachable: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("Kafka is unreachable"))
-        .collect();
-    assert_eq!(unreachable.len(), 1, "{log}");
+    let unreachable = one_line(&log, "Kafka is unreachable");
+    assert!(unreachable.contains("kafka.brokers=127.0.0.1:1"), "{log}");
     assert!(
-        unreachable[0].contains("kafka.brokers=127.0.0.1:1"),
-        "{log}"
-    );
-    assert!(
-        unreachable[0].contains("Connection refused"),
+        unreachable.contains("Connection refused"),
         "what was tried: {log}"
     );
     let librdkafka = log
@@ -515,8 +521,10 @@ async fn an_unreachable_kafka_is_logged_once_and_does_not_hold_the_exit_back() {
         librdkafka <= 1,
         "{librdkafka} librdkafka lines in 3 s:\n{log}"
     );
+    // Not held back until shutdown.drain_timeout_ms (20 s) by records that cannot go;
+    // bounded loosely, as a loaded machine is slow to stop a process.
     assert!(
-        exit < std::time::Duration::from_secs(1),
+        exit < std::time::Duration::from_secs(5),
         "exited {exit:?} after SIGTERM:\n{log}"
     );
 }
@@ -779,18 +787,11 @@ async fn tail_prints_one_line_per_record_and_reads_item_topics_by_kind() {
         Some(200)
     );
     let tail = |field: &str| {
-        let output = binary()
+        let mut command = binary();
+        command
             .args(["tail", "--field", field, "--exit", "--brokers", &brokers])
-            .args(["--config", config])
-            .output()
-            .expect("tail");
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8")
+            .args(["--config", config]);
+        stdout_of_success(command)
     };
     let dead = tail("deadletter");
     let lines: Vec<&str> = dead.lines().collect();
@@ -899,19 +900,11 @@ fn every_help_example_runs() {
 /// topics, headers or messages change.
 #[test]
 fn the_checked_in_asyncapi_document_is_the_commands_output() {
-    let output = without_settings(binary())
-        .args(["topics", "asyncapi"])
-        .output()
-        .expect("runs");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = without_settings(binary());
+    command.args(["topics", "asyncapi"]);
+    let printed = stdout_of_success(command);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/asyncapi.json");
     let checked_in = std::fs::read_to_string(&path).expect("schemas/asyncapi.json");
-    let printed = String::from_utf8(output.stdout).expect("UTF-8");
     assert!(
         printed == checked_in,
         "schemas/asyncapi.json differs from `waba-gateway topics asyncapi`: regenerate it"

@@ -182,6 +182,14 @@ pub fn series_value(text: &str, series: &str) -> f64 {
     0.0
 }
 
+/// The one line of `log` that contains `needle`; fails, showing the log, when there is
+/// none or more than one.
+pub fn one_line<'a>(log: &'a str, needle: &str) -> &'a str {
+    let lines: Vec<&str> = log.lines().filter(|line| line.contains(needle)).collect();
+    assert_eq!(lines.len(), 1, "lines containing {needle:?}:\n{log}");
+    lines[0]
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Answer {

@@ -164,13 +164,9 @@ async fn refused_signatures_are_logged_once_per_interval() {
     }
     assert_eq!(serve.signal_and_wait("TERM").code(), Some(0));
     let log = serve.log();
-    let refused: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("notification refused"))
-        .collect();
-    assert_eq!(refused.len(), 1, "{log}");
-    assert!(refused[0].contains(r#"reason="missing""#), "{}", refused[0]);
-    assert!(refused[0].contains("held_back=0"), "{}", refused[0]);
+    let refused = one_line(&log, "notification refused");
+    assert!(refused.contains(r#"reason="missing""#), "{refused}");
+    assert!(refused.contains("held_back=0"), "{refused}");
 }
 
 /// Every log line a client without the secret (or a flood of Meta's retries while Kafka is
@@ -251,13 +247,8 @@ async fn kafka_down_is_one_line_naming_each_unreachable_broker() {
     assert!(refused >= 25, "{refused} of 30 refused");
     assert_eq!(gateway.signal_and_wait("TERM").code(), Some(0));
     let log = gateway.log();
-    let outage: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("Kafka is unreachable"))
-        .collect();
-    assert_eq!(outage.len(), 1, "{log}");
     assert!(
-        outage[0].contains(
+        one_line(&log, "Kafka is unreachable").contains(
             "Kafka is unreachable: 127.0.0.1:10 (Connection refused), 127.0.0.1:9 (Connection \
              refused); retrying until a broker answers"
         ),
