@@ -537,7 +537,7 @@ fn refused_record(message: &BorrowedMessage<'_>, topic: String, value: &[u8]) ->
     }
     let field = headers
         .iter()
-        .find(|(name, _)| *name == "wa-field")
+        .find(|(name, _)| *name == headers::FIELD)
         .map(|(_, field)| field.as_str());
     Record {
         topic,
