@@ -93,7 +93,7 @@ impl App {
         }
         let gateway = Arc::new(Gateway::new(
             &settings,
-            delivery.intake(),
+            &delivery,
             metrics.clone(),
             readiness.clone(),
         ));
@@ -237,6 +237,16 @@ impl App {
                 tracing::error!(%error, "records still unacknowledged at the drain deadline")
             }
         }
+        // The spans of the last records, to the collector (bounded: never past the
+        // deadline by more than the flush time).
+        self.delivery
+            .tracer()
+            .shutdown(
+                crate::trace::FLUSH.min(
+                    deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
+                ),
+            )
+            .await;
         let _ = stop_admin_tx.send(true);
         if let Ok(drained) = admin_task.await {
             let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;

@@ -38,3 +38,4 @@ pub(crate) mod tail;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
 pub(crate) mod topics;
+pub mod trace;

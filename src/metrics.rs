@@ -106,6 +106,11 @@ metrics! {
     spool_fsyncs: IntCounter = IntCounter::new("waba_gateway_spool_fsyncs_total", "Spool writes made durable with fdatasync; each covers every request waiting.");
     /// `waba_gateway_spool_quarantined_total`: corrupt spool ranges moved aside.
     spool_quarantined: IntCounter = IntCounter::new("waba_gateway_spool_quarantined_total", "Corrupt byte ranges found in the spool and moved to its quarantine folder.");
+    /// `waba_gateway_trace_spans_exported_total`: spans the collector took.
+    trace_spans_exported: IntCounter = IntCounter::new("waba_gateway_trace_spans_exported_total", "Trace spans exported to the OpenTelemetry collector.");
+    /// `waba_gateway_trace_spans_dropped_total{reason}`: `queue_full` (the export queue
+    /// was full: the collector is slow or down) or `export_failed`.
+    trace_spans_dropped: IntCounterVec = counters("waba_gateway_trace_spans_dropped_total", "Trace spans not exported, by reason (queue_full, export_failed).", &["reason"]);
     /// `waba_gateway_connections`: open connections on the webhook listener.
     connections: IntGauge = IntGauge::new("waba_gateway_connections", "Connections open on the webhook listener.");
     /// `waba_gateway_overload_refusals_total{limit}`: 503s of the caps

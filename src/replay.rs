@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::delivery::Deliverer;
 use crate::envelope::{self, Record, headers};
 use crate::publish::client_log::ClientLog;
+use crate::trace::SpanContext;
 
 /// Which dead letters a run reads, and what it does with them (the command line's
 /// options, as they are).
@@ -477,6 +478,13 @@ async fn replay_one(
         .or(written)
         .unwrap_or_else(SystemTime::now);
     let body = message.payload().unwrap_or_default();
+    // The trace the dead letter was first published in: its records continue it.
+    let trace = header(headers::TRACEPARENT).and_then(|parent| {
+        SpanContext::from_headers(
+            parent.as_bytes(),
+            header(headers::TRACESTATE).as_deref().map(str::as_bytes),
+        )
+    });
     let mut records = match header(headers::TOPIC) {
         // A record Kafka refused for good: its envelope goes to the topic it was meant
         // for, as it was (the topic may exist now).
@@ -506,7 +514,7 @@ async fn replay_one(
     if !options.dry_run {
         let publishing = async {
             deliverer
-                .enqueue_records(&app, records, None)
+                .enqueue_records(&app, records, None, trace.as_ref())
                 .await?
                 .finish()
                 .await

@@ -2,9 +2,14 @@
 //! `log.level`. Log lines carry fields first, then a short sentence; secrets, payloads and
 //! phone numbers are never logged.
 
+use std::fmt;
 use std::io::IsTerminal;
 
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{self, Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
 
@@ -27,10 +32,82 @@ pub fn init(level: &str, format: LogFormat) {
         .with_target(false);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTrace(
+                format::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false),
+            ))
+            .try_init(),
     };
     // A subscriber may already exist when embedded in tests; that one keeps logging.
     drop(installed);
+}
+
+/// The trace span a log line is written for: a JSON line written while a request or a
+/// record is handled carries its `trace_id` and `span_id` (the names of OpenTelemetry's
+/// log data model), so that a log search and a trace view lead to each other.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSpan {
+    /// The trace.
+    pub trace_id: [u8; 16],
+    /// The span.
+    pub span_id: [u8; 8],
+}
+
+tokio::task_local! {
+    static CURRENT: LogSpan;
+}
+
+/// Runs `work` with its log lines tied to `span` (none: as they are).
+pub async fn within<F: Future>(span: Option<LogSpan>, work: F) -> F::Output {
+    match span {
+        Some(span) => CURRENT.scope(span, work).await,
+        None => work.await,
+    }
+}
+
+/// Runs `work` (not async) with its log lines tied to `span`.
+pub fn within_sync<T>(span: Option<LogSpan>, work: impl FnOnce() -> T) -> T {
+    match span {
+        Some(span) => CURRENT.sync_scope(span, work),
+        None => work(),
+    }
+}
+
+/// tracing-subscriber's JSON lines, with `trace_id` and `span_id` first when the line is
+/// written within a span.
+struct JsonWithTrace(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> format::FormatFields<'a> + 'static,
+    Format<Json>: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Ok(span) = CURRENT.try_with(|span| *span) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
+                hex::encode(span.trace_id),
+                hex::encode(span.span_id)
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// At most one log line per interval for something that repeats (a broker that stays

@@ -150,12 +150,24 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let summary = runtime.block_on(async {
         let metrics = Arc::new(Metrics::new(routing.known_topics()));
         let delivery = Delivery::new(&settings, Purpose::Replay, metrics, None)?;
-        crate::replay::run(&consumer, &selection, delivery.deliverer(), |summary| {
+        // One span for the run; each replayed record's PRODUCER span stays in the trace
+        // it was first published in, and links to this one.
+        let run = delivery
+            .tracer()
+            .start("replay", crate::trace::Kind::Internal, None);
+        let deliverer = delivery
+            .deliverer()
+            .clone()
+            .linking_to(run.as_ref().map(|run| run.context().clone()));
+        let summary = crate::replay::run(&consumer, &selection, &deliverer, |summary| {
             if terminal {
                 eprint!("\r{}", summary.line(selection.dry_run));
             }
         })
-        .await
+        .await;
+        drop(run);
+        delivery.tracer().shutdown(crate::trace::FLUSH).await;
+        summary
     });
     if terminal {
         eprintln!();

@@ -139,6 +139,7 @@ fn drain(
         if terminal {
             eprintln!();
         }
+        delivery.tracer().shutdown(crate::trace::FLUSH).await;
         if left > 0 {
             anyhow::bail!(
                 "{left} of {} entries were not forwarded within {} s; they stay on the spool \

@@ -32,7 +32,14 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
         check: impl FnOnce(&Self) -> Vec<String>,
     ) -> Result<Self, ConfigError> {
-        let (mut settings, mut problems) = Self::load_layers(file, env)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let (mut settings, mut problems) = Self::load_layers(file, env.iter().cloned())?;
+        problems.extend(
+            settings.telemetry.apply_env(
+                env.iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            ),
+        );
         if settings.apps.is_empty() && settings.kafka.is_embedded() {
             settings.apps.insert("default".to_owned(), demo_app());
         }

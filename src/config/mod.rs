@@ -7,6 +7,7 @@
 
 mod load;
 mod redact;
+mod telemetry;
 mod types;
 mod unknown;
 mod validate;
@@ -25,6 +26,7 @@ pub use crate::tls::{META_CLIENT_NAME, TlsSettings};
 use load::{secret_list, string_list};
 pub use redact::{LibrdkafkaProperties, is_shown_property};
 use redact::{redact_list, redact_option};
+pub use telemetry::{Exporter as TraceExporter, SAMPLERS, TelemetrySettings};
 pub use unknown::misnamed_variables;
 pub use validate::log_filter_problem;
 
@@ -65,6 +67,8 @@ pub struct Settings {
     pub graph: GraphSettings,
     /// Log level and format.
     pub log: LogSettings,
+    /// OpenTelemetry traces; the `OTEL_*` variables win.
+    pub telemetry: TelemetrySettings,
 }
 
 /// `[server]`.

@@ -11,7 +11,7 @@ use super::{META_CLIENT_NAME, Settings};
 impl Settings {
     /// Every problem that makes these settings unusable, one sentence each, naming the key.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.telemetry.problems();
         let server = &self.server;
         if let Some(tls) = &server.tls {
             if tls.client_ca_file.is_some() && tls.client_names.is_empty() {

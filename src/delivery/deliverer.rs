@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::envelope::{self, Record};
+use crate::envelope::{self, Record, headers};
 use crate::metrics::Metrics;
 use crate::publish::{Publication, PublishError, Publisher, Sink};
 use crate::routing::Routing;
+use crate::trace::{Kind, Span, SpanContext, Tracer};
 
 /// Splits bodies and publishes their records. Cheap to clone.
 #[derive(Clone)]
@@ -16,6 +17,9 @@ pub struct Deliverer {
     sink: Sink,
     routing: Arc<Routing>,
     metrics: Arc<Metrics>,
+    tracer: Tracer,
+    /// A span every producer span links to (`replay`'s run).
+    link: Option<SpanContext>,
 }
 
 impl Deliverer {
@@ -24,13 +28,22 @@ impl Deliverer {
         publisher: Arc<dyn Publisher>,
         routing: Routing,
         metrics: Arc<Metrics>,
+        tracer: Tracer,
     ) -> Self {
         let sink = Sink::new(publisher, metrics.clone(), routing.deadletter());
         Self {
             sink,
             routing: Arc::new(routing),
             metrics,
+            tracer,
+            link: None,
         }
+    }
+
+    /// The same deliverer, whose producer spans link to `span`.
+    pub fn linking_to(mut self, span: Option<SpanContext>) -> Self {
+        self.link = span;
+        self
     }
 
     /// The routing it splits by.
@@ -43,32 +56,38 @@ impl Deliverer {
         self.sink.unreachable().is_some()
     }
 
-    /// Splits `body` and enqueues its records in order, without waiting for Kafka.
+    /// Splits `body` and enqueues its records in order, without waiting for Kafka. Each
+    /// record's PRODUCER span is a child of `trace` (the request's span), when tracing is
+    /// on.
     pub async fn enqueue(
         &self,
         app: &str,
         body: &[u8],
         received_at: SystemTime,
+        trace: Option<&SpanContext>,
     ) -> Result<Pending, PublishError> {
         let split = envelope::to_records(&self.routing, app, body, received_at);
-        self.enqueue_records(app, split.records, split.deadletter)
+        self.enqueue_records(app, split.records, split.deadletter, trace)
             .await
     }
 
     /// Enqueues records made elsewhere (`replay` of a refused record), counted as one
-    /// notification once Kafka has them.
+    /// notification once Kafka has them. A record that carries a `traceparent` already
+    /// continues that trace.
     pub async fn enqueue_records(
         &self,
         app: &str,
-        records: Vec<Record>,
+        mut records: Vec<Record>,
         deadletter: Option<&'static str>,
+        trace: Option<&SpanContext>,
     ) -> Result<Pending, PublishError> {
+        let spans = self.producer_spans(&mut records, trace);
         let fields: Vec<&'static str> = records
             .iter()
             .filter(|record| record.counts_change)
             .map(|record| record.field)
             .collect();
-        let publication = self.sink.enqueue(app, records).await?;
+        let publication = self.sink.enqueue(app, records).await?.traced(spans);
         Ok(Pending {
             publication,
             app: app.to_owned(),
@@ -76,6 +95,64 @@ impl Deliverer {
             deadletter,
             metrics: self.metrics.clone(),
         })
+    }
+}
+
+impl Deliverer {
+    /// A PRODUCER span per record, child of the record's own `traceparent` (a replayed
+    /// record) or else of `trace`, whose context the record then carries. None when
+    /// tracing is off: the records are left as they are.
+    fn producer_spans(&self, records: &mut [Record], trace: Option<&SpanContext>) -> Vec<Span> {
+        if !self.tracer.enabled() {
+            return Vec::new();
+        }
+        let mut spans = Vec::with_capacity(records.len());
+        for record in records {
+            let carried = record.header(headers::TRACEPARENT).and_then(|parent| {
+                SpanContext::from_headers(
+                    parent.as_bytes(),
+                    record.header(headers::TRACESTATE).map(str::as_bytes),
+                )
+            });
+            let parent = carried.as_ref().or(trace);
+            let Some(mut span) =
+                self.tracer
+                    .start(format!("publish {}", record.topic), Kind::Producer, parent)
+            else {
+                return Vec::new();
+            };
+            if span.is_recording() {
+                span.set("messaging.system", "kafka");
+                span.set("messaging.operation.type", "publish");
+                span.set("messaging.operation.name", "send");
+                span.set("messaging.destination.name", record.topic.clone());
+                if let Some(key) = &record.key {
+                    span.set("messaging.kafka.message.key", key.clone());
+                }
+                if let Some(id) = record.header(headers::EVENT_ID) {
+                    span.set("messaging.message.id", id.to_owned());
+                }
+                span.set("messaging.message.body.size", record.value.len() as i64);
+                span.set("wa.field", record.field);
+                if let Some(link) = &self.link {
+                    span.link(link.clone());
+                }
+            }
+            carry(record, span.context());
+            spans.push(span);
+        }
+        spans
+    }
+}
+
+/// Writes `span` into `record`'s `traceparent` (and `tracestate`) headers.
+pub(crate) fn carry(record: &mut Record, span: &SpanContext) {
+    record.set_header(headers::TRACEPARENT, span.traceparent());
+    match &span.state {
+        Some(state) => record.set_header(headers::TRACESTATE, state.to_string()),
+        None => record
+            .headers
+            .retain(|(name, _)| *name != headers::TRACESTATE),
     }
 }
 

@@ -235,7 +235,7 @@ async fn dispatch(
     };
     let received_at = crate::epoch::at(entry.received_at_ms);
     let pending = deliverer
-        .enqueue(&entry.app, &entry.body, received_at)
+        .enqueue(&entry.app, &entry.body, received_at, entry.trace.as_ref())
         .await?;
     // The records hold what they need: the body goes now, not once Kafka acknowledged.
     let bytes = entry.body.len() as u64;

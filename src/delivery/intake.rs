@@ -9,6 +9,8 @@ use bytes::Bytes;
 use super::Deliverer;
 use crate::publish::PublishError;
 use crate::spool::{Entry, Spool, SpoolError};
+use crate::telemetry;
+use crate::trace::{Kind, SpanContext, Tracer};
 
 /// Why a notification was not accepted: the handler answers 503 and Meta retries.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +27,12 @@ pub enum NotAccepted {
 /// [`Delivery::intake`](super::Delivery::intake).
 pub enum Intake {
     /// `ack = "spool"`: 200 once the body is synced to the spool; the forwarder publishes it.
-    Spooled(Arc<Spool>),
+    Spooled {
+        /// The spool.
+        spool: Arc<Spool>,
+        /// For the `spool append` span.
+        tracer: Tracer,
+    },
     /// `ack = "kafka"`: 200 once Kafka acknowledged every record, within `timeout`.
     Acknowledged {
         /// Splits and publishes.
@@ -48,36 +55,42 @@ impl Intake {
     /// publisher logs once for all.
     pub fn kafka_unreachable(&self) -> bool {
         match self {
-            Self::Spooled(_) => false,
+            Self::Spooled { .. } => false,
             Self::Acknowledged { deliverer, .. } | Self::Queued { deliverer, .. } => {
                 deliverer.kafka_unreachable()
             }
         }
     }
 
-    /// Takes a verified `body` that came in for `app` at `received_at`.
+    /// Takes a verified `body` that came in for `app` at `received_at`, in the trace of
+    /// the request's span `trace` (when tracing is on).
     pub async fn accept(
         &self,
         app: &str,
         body: Bytes,
         received_at: SystemTime,
+        trace: Option<&SpanContext>,
     ) -> Result<(), NotAccepted> {
         match self {
-            Self::Spooled(spool) => {
+            Self::Spooled { spool, tracer } => {
                 let entry = Entry {
                     app: app.to_owned(),
                     received_at_ms: crate::epoch::ms(received_at),
                     body,
+                    // The forwarder's PRODUCER spans are children of the request's span,
+                    // however much later (a restart) they are published.
+                    trace: trace.cloned(),
                 };
-                spool
-                    .append(entry)
-                    .await
-                    .map(drop)
-                    .map_err(NotAccepted::from)
+                let mut span = tracer.start("spool append", Kind::Internal, trace);
+                let appended = spool.append(entry).await.map(drop);
+                if let (Some(span), Err(error)) = (&mut span, &appended) {
+                    span.fail(error.to_string());
+                }
+                appended.map_err(NotAccepted::from)
             }
             Self::Acknowledged { deliverer, timeout } => {
                 let delivered = async move {
-                    let pending = deliverer.enqueue(app, &body, received_at).await?;
+                    let pending = deliverer.enqueue(app, &body, received_at, trace).await?;
                     // The producer holds what it needs: the body is not kept while Kafka
                     // acknowledges.
                     drop(body);
@@ -86,14 +99,15 @@ impl Intake {
                 within(*timeout, "acknowledge", delivered).await
             }
             Self::Queued { deliverer, timeout } => {
-                let enqueued = deliverer.enqueue(app, &body, received_at);
+                let enqueued = deliverer.enqueue(app, &body, received_at, trace);
                 let pending = within(*timeout, "take the records", enqueued).await?;
                 let app = app.to_owned();
-                tokio::spawn(async move {
+                let log_span = trace.map(SpanContext::log_span);
+                tokio::spawn(telemetry::within(log_span, async move {
                     if let Err(error) = pending.finish().await {
                         tracing::error!(%app, %error, "records acknowledged to Meta were lost (ack = \"none\")");
                     }
-                });
+                }));
                 Ok(())
             }
         }

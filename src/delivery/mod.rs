@@ -23,6 +23,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use deliverer::Deliverer;
+#[cfg(test)]
+pub(crate) use deliverer::carry;
 pub use forwarder::{Forwarding, Mode};
 pub use intake::{Intake, NotAccepted};
 pub use producer::Purpose;
@@ -32,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::publish::kafka::{self, KafkaPublisher};
 use crate::spool::{Recovery, Spool};
+use crate::trace::Tracer;
 
 /// A producer, the deliverer over it and, in `spool` mode, the spool: what a command
 /// delivers with.
@@ -41,6 +44,7 @@ pub struct Delivery {
     kafka: Option<Arc<KafkaPublisher>>,
     spool: Option<Arc<Spool>>,
     metrics: Arc<Metrics>,
+    tracer: Tracer,
     ack: AckMode,
     ack_timeout: Duration,
     spool_max_bytes: u64,
@@ -78,12 +82,19 @@ impl Delivery {
                 (kafka.clone() as Arc<dyn Publisher>, Some(kafka))
             }
         };
+        let tracer = Tracer::new(&settings.telemetry, &metrics);
         let mut delivery = Self {
-            deliverer: Deliverer::new(publisher.clone(), settings.routing(), metrics.clone()),
+            deliverer: Deliverer::new(
+                publisher.clone(),
+                settings.routing(),
+                metrics.clone(),
+                tracer.clone(),
+            ),
             publisher,
             kafka,
             spool: None,
             metrics,
+            tracer,
             ack: settings.delivery.ack,
             ack_timeout: Duration::from_millis(settings.delivery.kafka_ack_timeout_ms),
             spool_max_bytes: settings.delivery.spool_max_bytes,
@@ -124,7 +135,10 @@ impl Delivery {
         let deliverer = self.deliverer.clone();
         let timeout = self.ack_timeout;
         match (&self.spool, self.ack) {
-            (Some(spool), _) => Intake::Spooled(spool.clone()),
+            (Some(spool), _) => Intake::Spooled {
+                spool: spool.clone(),
+                tracer: self.tracer.clone(),
+            },
             (None, AckMode::Queued) => Intake::Queued { deliverer, timeout },
             (None, AckMode::Kafka | AckMode::Spool) => Intake::Acknowledged { deliverer, timeout },
         }
@@ -134,6 +148,12 @@ impl Delivery {
     pub fn forward(&self, mode: Mode) -> Option<Forwarding> {
         let spool = self.spool.clone()?;
         Some(Forwarding::start(spool, self.deliverer.clone(), mode))
+    }
+
+    /// The tracer: off unless `[telemetry]` or the `OTEL_*` variables configure an
+    /// endpoint.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
     }
 
     /// The spool, when there is one.

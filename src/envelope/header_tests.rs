@@ -31,11 +31,17 @@ fn messages_records_name_their_business_phone_number_and_others_do_not() {
 
 /// Every header a routed record carries is one of [`headers::ROUTED`], which `replay`
 /// keeps when it replays a refused record: a header added to records and not to that list
-/// fails here. Checked over every fixture, in both split modes, with CloudEvents.
+/// fails here. Checked over every fixture, in both split modes, with CloudEvents, and with
+/// the trace headers the deliverer writes when tracing is on.
 #[test]
 fn every_header_of_a_routed_record_is_one_replay_keeps() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut seen = std::collections::BTreeSet::new();
+    let traced = crate::trace::SpanContext::from_headers(
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        Some(b"vendor=value"),
+    )
+    .expect("valid");
     for path in std::fs::read_dir(&dir).expect("fixtures") {
         let path = path.expect("entry").path();
         if path.extension().is_none_or(|e| e != "json") {
@@ -45,7 +51,8 @@ fn every_header_of_a_routed_record_is_one_replay_keeps() {
         for split_by in [SplitBy::Change, SplitBy::Item] {
             let routing = routing().with_split(split_by).with_cloudevents(true);
             let records = split(&routing, "default", &body, at(AT)).unwrap_or_default();
-            for record in records {
+            for mut record in records {
+                crate::delivery::carry(&mut record, &traced);
                 for (name, _) in &record.headers {
                     assert!(
                         headers::ROUTED.contains(name),

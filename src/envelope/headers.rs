@@ -32,6 +32,10 @@ pub const CE_TIME: &str = "ce_time";
 /// The value's media type.
 pub const CONTENT_TYPE: &str = "content-type";
 
+/// W3C Trace Context: the record's PRODUCER span, whose child a consumer's span is (only
+/// when tracing is on).
+pub use crate::trace::{TRACEPARENT, TRACESTATE};
+
 /// Dead letters: why the record is there (`reason: detail`).
 pub const ERROR: &str = "wa-error";
 /// Dead letters: when the body came in (a body that could not be split).
@@ -43,7 +47,7 @@ pub const REPLAYED_FROM: &str = "wa-replayed-from";
 
 /// Every header a routed record may carry: what a refused record keeps when it is
 /// replayed to the topic it was meant for.
-pub const ROUTED: [&str; 15] = [
+pub const ROUTED: [&str; 17] = [
     EVENT_ID,
     APP,
     OBJECT,
@@ -59,4 +63,6 @@ pub const ROUTED: [&str; 15] = [
     CE_TYPE,
     CE_TIME,
     CONTENT_TYPE,
+    TRACEPARENT,
+    TRACESTATE,
 ];

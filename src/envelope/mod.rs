@@ -64,6 +64,14 @@ impl Record {
             .find(|(header, _)| *header == name)
             .map(|(_, value)| value.as_str())
     }
+
+    /// Sets the header `name` to `value`, in place of the one it had.
+    pub fn set_header(&mut self, name: &'static str, value: String) {
+        match self.headers.iter_mut().find(|(header, _)| *header == name) {
+            Some((_, old)) => *old = value,
+            None => self.headers.push((name, value)),
+        }
+    }
 }
 
 /// Why an authentic body is not a notification. It goes to the dead-letter topic with

@@ -29,10 +29,11 @@ pub use server::{Serving, serve};
 pub use source::{Peer, SourceFilter};
 
 use crate::config::Settings;
-use crate::delivery::Intake;
+use crate::delivery::{Delivery, Intake};
 use crate::metrics::Metrics;
 use crate::shutdown::Readiness;
-use crate::telemetry::Throttle;
+use crate::telemetry::{self, Throttle};
+use crate::trace::{Kind, Span, SpanContext, Tracer};
 use budget::ReceiveBudget;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
@@ -62,6 +63,8 @@ pub enum Listener {
 pub struct AppRoute {
     /// The app's name (the `wa-app` header and the `app` label).
     pub name: String,
+    /// Its path: the `http.route` of its spans.
+    pub path: String,
     /// The current secret, then the previous ones.
     pub secrets: Vec<SecretString>,
     /// The verification token.
@@ -83,6 +86,10 @@ pub struct Gateway {
     limits: Limits,
     /// Where verified notifications go (the ack mode).
     intake: Intake,
+    /// The requests' spans (off unless configured).
+    tracer: Tracer,
+    /// `https` with `[server.tls]`, else `http`: the spans' `url.scheme`.
+    scheme: &'static str,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// One permit per notification being verified and accepted (its body read).
@@ -128,7 +135,7 @@ impl Gateway {
     /// Builds the handlers' state from validated settings.
     pub fn new(
         settings: &Settings,
-        intake: Intake,
+        delivery: &Delivery,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Self {
@@ -136,12 +143,14 @@ impl Gateway {
             .apps
             .iter()
             .map(|(name, app)| {
+                let path = Settings::app_path(name, app);
                 let route = AppRoute {
                     name: name.clone(),
+                    path: path.clone(),
                     secrets: app.secrets().cloned().collect(),
                     verify_token: app.verify_token.clone().unwrap_or_default(),
                 };
-                (Settings::app_path(name, app), route)
+                (path, route)
             })
             .collect();
         Self {
@@ -150,7 +159,13 @@ impl Gateway {
                 max_body_bytes: settings.server.max_body_bytes,
                 request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
             },
-            intake,
+            intake: delivery.intake(),
+            tracer: delivery.tracer().clone(),
+            scheme: if settings.server.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             readiness,
             in_flight: tokio::sync::Semaphore::new(settings.server.max_in_flight_requests),
             receive_budget: {
@@ -258,23 +273,114 @@ impl Gateway {
     /// Answers a request on the public listener.
     async fn handle_public<B: RequestBody>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let started = Instant::now();
-        let (route, result) = match (request.uri().path(), self.app(request.uri().path())) {
-            (_, Some(app)) => match (self.check_source(&request), request.method()) {
-                (Err(refused), _) => ("webhook_refused", Err(refused)),
-                (Ok(()), &Method::GET) => {
-                    ("webhook_verify", self.verify(app, request.uri().query()))
+        if let Some(app) = self.app(request.uri().path()) {
+            let mut span = self.server_span(app, &request);
+            let trace = span.as_ref().map(|span| span.context().clone());
+            let handled = self.handle_app(app, request, trace.as_ref());
+            let log_span = trace.as_ref().map(SpanContext::log_span);
+            let (route, result) = telemetry::within(log_span, handled).await;
+            let response = self.answer(route, started, result);
+            if let Some(span) = &mut span {
+                let status = response.status();
+                span.set("http.response.status_code", i64::from(status.as_u16()));
+                if status.is_client_error() || status.is_server_error() {
+                    span.set("error.type", status.as_str().to_owned());
+                    span.fail(status.canonical_reason().unwrap_or_default());
                 }
-                (Ok(()), &Method::POST) => ("webhook_notify", self.notify(app, request).await),
-                (Ok(()), _) => (
-                    "webhook_other",
-                    Err(ApiError::MethodNotAllowed("GET, POST")),
-                ),
-            },
-            ("/healthz", None) => ("healthz", health(&request)),
-            ("/readyz", None) => ("readyz", self.ready(&request)),
+            }
+            return response;
+        }
+        let (route, result) = match request.uri().path() {
+            "/healthz" => ("healthz", health(&request)),
+            "/readyz" => ("readyz", self.ready(&request)),
             _ => ("not_found", Err(ApiError::NotFound)),
         };
         self.answer(route, started, result)
+    }
+
+    /// Answers a request to an app's path: its route label and answer.
+    async fn handle_app<B: RequestBody>(
+        &self,
+        app: &AppRoute,
+        request: Request<B>,
+        trace: Option<&SpanContext>,
+    ) -> (&'static str, Result<Response<Full<Bytes>>, ApiError>) {
+        match (self.check_source(&request), request.method()) {
+            (Err(refused), _) => ("webhook_refused", Err(refused)),
+            (Ok(()), &Method::GET) => ("webhook_verify", self.verify(app, request.uri().query())),
+            (Ok(()), &Method::POST) => ("webhook_notify", self.notify(app, request, trace).await),
+            (Ok(()), _) => (
+                "webhook_other",
+                Err(ApiError::MethodNotAllowed("GET, POST")),
+            ),
+        }
+    }
+
+    /// The SERVER span of a request to `app`, when tracing is on: the child of the
+    /// request's `traceparent` when it comes from a hop that may set one (no allowlist, or
+    /// a trusted proxy: SECURITY.md), else the root of a new trace.
+    fn server_span<B>(&self, app: &AppRoute, request: &Request<B>) -> Option<Span> {
+        if !self.tracer.enabled() {
+            return None;
+        }
+        let headers = request.headers();
+        let peer = request.extensions().get::<Peer>().map(|Peer(peer)| *peer);
+        let trusted = match (&self.sources, peer) {
+            (None, _) => true,
+            (Some(sources), Some(peer)) => sources.is_trusted_proxy(peer),
+            (Some(_), None) => false,
+        };
+        let parent = trusted
+            .then(|| headers.get(crate::trace::TRACEPARENT))
+            .flatten()
+            .and_then(|parent| {
+                SpanContext::from_headers(
+                    parent.as_bytes(),
+                    headers
+                        .get(crate::trace::TRACESTATE)
+                        .map(http::HeaderValue::as_bytes),
+                )
+            });
+        let method = match *request.method() {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::HEAD => "HEAD",
+            _ => "_OTHER",
+        };
+        let mut span = self.tracer.start(
+            format!("{method} {}", app.path),
+            Kind::Server,
+            parent.as_ref(),
+        )?;
+        if span.is_recording() {
+            span.set("http.request.method", method);
+            span.set("http.route", app.path.clone());
+            span.set("url.path", request.uri().path().to_owned());
+            span.set("url.scheme", self.scheme);
+            span.set("network.protocol.version", "1.1");
+            if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+                let (address, port) = split_host(host);
+                span.set("server.address", address.to_owned());
+                if let Some(port) = port {
+                    span.set("server.port", i64::from(port));
+                }
+            }
+            if let Some(peer) = peer {
+                let client = self
+                    .sources
+                    .as_ref()
+                    .map_or(peer, |sources| sources.client(peer, headers));
+                span.set("client.address", client.to_string());
+            }
+            if let Some(agent) = headers
+                .get(header::USER_AGENT)
+                .and_then(|h| h.to_str().ok())
+            {
+                span.set("user_agent.original", agent.to_owned());
+            }
+            span.set("wa.app", app.name.clone());
+        }
+        Some(span)
     }
 
     /// Answers a request on the admin listener.
@@ -329,6 +435,21 @@ impl Gateway {
             header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         Ok(response)
+    }
+}
+
+/// The host and port of a `Host` header: `example.com:8443`, `[::1]:8080`, `example.com`.
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        let (address, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (
+            address,
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        );
+    }
+    match host.rsplit_once(':') {
+        Some((address, port)) if !address.contains(':') => (address, port.parse().ok()),
+        _ => (host, None),
     }
 }
 

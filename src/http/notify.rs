@@ -14,12 +14,14 @@ use secrecy::ExposeSecret;
 use super::budget::{Held, Pieces};
 use super::{ApiError, AppRoute, Cap, Gateway, RequestBody, error};
 use crate::signature::{self, SignatureError};
+use crate::trace::{Kind, SpanContext};
 
 impl Gateway {
     pub(super) async fn notify<B: RequestBody>(
         &self,
         app: &AppRoute,
         request: Request<B>,
+        trace: Option<&SpanContext>,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         // A missing or malformed signature is refused before the body is read (no
         // `100 Continue`), so that such requests cost nothing while they stall.
@@ -37,10 +39,17 @@ impl Gateway {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Err(self.overloaded(Cap::InFlight));
         };
-        self.check_signature(app, &digest, &body)?;
+        {
+            let mut span = self.tracer.start("verify signature", Kind::Internal, trace);
+            let checked = self.check_signature(app, &digest, &body);
+            if let (Some(span), Err(error)) = (&mut span, &checked) {
+                span.fail(error.to_string());
+            }
+            checked?;
+        }
 
         self.intake
-            .accept(&app.name, body.into_bytes(), SystemTime::now())
+            .accept(&app.name, body.into_bytes(), SystemTime::now(), trace)
             .await
             .map_err(|error| {
                 // Kafka being unreachable is one line of its own, for every request.

@@ -65,6 +65,11 @@ impl SourceFilter {
         client
     }
 
+    /// Whether `peer` is a trusted proxy (whose `traceparent` the gateway continues).
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        Self::contains(&self.trusted, peer)
+    }
+
     /// Whether `client` is in the allowlist.
     pub fn allows(&self, client: IpAddr) -> bool {
         Self::contains(&self.allowed, client)

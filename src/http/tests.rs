@@ -58,7 +58,7 @@ fn handler(extra: &[(&str, &str)]) -> Handler {
     .expect("delivery");
     let readiness = Arc::new(Readiness::new());
     readiness.kafka_reached();
-    let gateway = Gateway::new(&settings, delivery.intake(), metrics.clone(), readiness);
+    let gateway = Gateway::new(&settings, &delivery, metrics.clone(), readiness);
     Handler {
         gateway,
         memory,

@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use crate::envelope::{Record, headers};
 use crate::metrics::Metrics;
+use crate::telemetry;
+use crate::trace::Span;
 
 /// How long a request waits for room in a full producer queue, in all: long enough for a
 /// burst of large bodies to pass while librdkafka sends, short enough that a queue which
@@ -180,6 +182,7 @@ impl Sink {
             app: app.into(),
             records,
             deliveries,
+            spans: Vec::new(),
         })
     }
 
@@ -195,9 +198,19 @@ pub struct Publication {
     app: Arc<str>,
     records: Vec<Record>,
     deliveries: Vec<(Instant, Delivery)>,
+    /// The records' PRODUCER spans, in order, when tracing is on: each ends when Kafka
+    /// acknowledged its record.
+    spans: Vec<Span>,
 }
 
 impl Publication {
+    /// The same publication, whose records' spans (one per record, in order) end as Kafka
+    /// acknowledges them.
+    pub(crate) fn traced(mut self, spans: Vec<Span>) -> Self {
+        self.spans = spans;
+        self
+    }
+
     /// Waits for every acknowledgement. A record the broker refused is produced to the
     /// dead-letter topic instead (its envelope as value, the reason in `wa-error`, the
     /// intended topic in `wa-topic`), and waited for in turn.
@@ -207,11 +220,18 @@ impl Publication {
             app,
             records,
             deliveries,
+            spans,
         } = self;
         let mut outcome = Ok(());
         let mut refused = Vec::new();
+        let mut spans = spans.into_iter();
         for (mut record, (enqueued_at, delivery)) in records.into_iter().zip(deliveries) {
             let result = delivery.await;
+            let mut span = spans.next();
+            if let (Some(span), Err(Undelivered { error, .. })) = (&mut span, &result) {
+                span.fail(error.to_string());
+            }
+            let log_span = span.as_ref().map(|span| span.context().log_span());
             sink.count(&record.topic, result.is_ok());
             let error = match result {
                 Ok(()) => {
@@ -229,7 +249,9 @@ impl Publication {
             };
             match error {
                 PublishError::Rejected { reason, detail } => {
-                    tracing::error!(app = %app, topic = %record.topic, reason, %detail, "Kafka refused a record for good; sending it to the dead-letter topic with the topic it was meant for (wa-topic)");
+                    telemetry::within_sync(log_span, || {
+                        tracing::error!(app = %app, topic = %record.topic, reason, %detail, "Kafka refused a record for good; sending it to the dead-letter topic with the topic it was meant for (wa-topic)");
+                    });
                     sink.metrics
                         .deadletters
                         .with_label_values(&[&app, reason])

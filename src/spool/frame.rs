@@ -2,11 +2,22 @@
 //!
 //! Pure: bytes in, frames out. A frame is
 //! `magic u32 | payload length u32 | crc32 u32 | seq u64 | payload`, little endian, the
-//! CRC covering the sequence number and the payload. The payload is
-//! `app length u8 | app | received_at ms u64 | raw body`.
+//! CRC covering the sequence number and the payload. The magic says the payload's format:
+//!
+//! - `WABA` (every release): `app length u8 | app | received_at ms u64 | raw body`;
+//! - `WABT` (since traces): `app length u8 | app | received_at ms u64 | trace length u16 |
+//!   trace | raw body`, the trace being the request span's `traceparent`, then a newline
+//!   and its `tracestate` when it has one.
+//!
+//! An entry without a trace (tracing off) is written as `WABA`, so that a spool stays
+//! readable by the releases before traces as long as tracing is off; both are read.
 
-/// Marks the start of every frame ("WABA").
+use crate::trace::SpanContext;
+
+/// Marks the start of a frame without trace context ("WABA").
 const MAGIC: u32 = 0x5741_4241;
+/// Marks the start of a frame with trace context ("WABT").
+const MAGIC_TRACED: u32 = 0x5741_4254;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 20;
 /// No payload is larger: a body is at most 64 MiB (`server.max_body_bytes`).
@@ -21,21 +32,41 @@ pub struct Entry {
     pub received_at_ms: u64,
     /// The verified raw body.
     pub body: bytes::Bytes,
+    /// The span of the request that brought it, when tracing was on: the parent of its
+    /// records' PRODUCER spans.
+    pub trace: Option<SpanContext>,
+}
+
+/// The bytes an entry's trace is kept as.
+fn trace_bytes(trace: &SpanContext) -> Vec<u8> {
+    let mut text = trace.traceparent();
+    if let Some(state) = &trace.state {
+        text.push('\n');
+        text.push_str(state);
+    }
+    text.into_bytes()
 }
 
 /// Appends the frame of `entry` with sequence number `seq` to `out`; returns its length.
 pub fn encode(seq: u64, entry: &Entry, out: &mut Vec<u8>) -> usize {
     let app = &entry.app.as_bytes()[..entry.app.len().min(255)];
-    let payload_len = 1 + app.len() + 8 + entry.body.len();
+    let trace = entry.trace.as_ref().map(trace_bytes);
+    let trace_len = trace.as_ref().map_or(0, |trace| 2 + trace.len());
+    let payload_len = 1 + app.len() + 8 + trace_len + entry.body.len();
     let start = out.len();
     out.reserve(HEADER_BYTES + payload_len);
-    out.extend_from_slice(&MAGIC.to_le_bytes());
+    let magic = if trace.is_some() { MAGIC_TRACED } else { MAGIC };
+    out.extend_from_slice(&magic.to_le_bytes());
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.push(app.len() as u8);
     out.extend_from_slice(app);
     out.extend_from_slice(&entry.received_at_ms.to_le_bytes());
+    if let Some(trace) = &trace {
+        out.extend_from_slice(&(trace.len() as u16).to_le_bytes());
+        out.extend_from_slice(trace);
+    }
     out.extend_from_slice(&entry.body);
     let crc = crc32fast::hash(&out[start + 12..]);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
@@ -64,7 +95,7 @@ pub fn scan(data: &[u8]) -> Scanned {
         return Scanned::Torn;
     }
     let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
-    if word(0) != MAGIC {
+    if word(0) != MAGIC && word(0) != MAGIC_TRACED {
         return Scanned::Corrupt;
     }
     let payload_len = word(4) as usize;
@@ -85,9 +116,9 @@ pub fn scan(data: &[u8]) -> Scanned {
 /// The position of the next valid frame after a corrupt one, if any: resynchronises on
 /// the magic number and a matching CRC.
 pub fn resync(data: &[u8], from: usize) -> Option<usize> {
-    let magic = MAGIC.to_le_bytes();
+    let magics = [MAGIC.to_le_bytes(), MAGIC_TRACED.to_le_bytes()];
     (from + 1..data.len().saturating_sub(HEADER_BYTES - 1))
-        .filter(|&at| data[at..at + 4] == magic)
+        .filter(|&at| magics.iter().any(|magic| data[at..at + 4] == *magic))
         .find(|&at| matches!(scan(&data[at..]), Scanned::Frame { .. }))
 }
 
@@ -100,12 +131,28 @@ pub fn decode(frame: &[u8]) -> Option<(u64, Entry)> {
     let app_len = usize::from(payload[0]);
     let app = std::str::from_utf8(payload.get(1..1 + app_len)?).ok()?;
     let at = payload.get(1 + app_len..1 + app_len + 8)?;
+    let mut body_at = 1 + app_len + 8;
+    let mut trace = None;
+    if frame[0..4] == MAGIC_TRACED.to_le_bytes() {
+        let len = payload.get(body_at..body_at + 2)?;
+        let len = usize::from(u16::from_le_bytes(len.try_into().ok()?));
+        let text = payload.get(body_at + 2..body_at + 2 + len)?;
+        body_at += 2 + len;
+        // A trace that no longer parses loses only the link to its request.
+        trace = match text.iter().position(|&b| b == b'\n') {
+            Some(newline) => {
+                SpanContext::from_headers(&text[..newline], Some(&text[newline + 1..]))
+            }
+            None => SpanContext::from_headers(text, None),
+        };
+    }
     Some((
         seq,
         Entry {
             app: app.to_owned(),
             received_at_ms: u64::from_le_bytes(at.try_into().ok()?),
-            body: bytes::Bytes::copy_from_slice(&payload[1 + app_len + 8..]),
+            body: bytes::Bytes::copy_from_slice(payload.get(body_at..)?),
+            trace,
         },
     ))
 }
@@ -119,7 +166,36 @@ mod tests {
             app: "default".to_owned(),
             received_at_ms: 1_795_316_939_761,
             body: bytes::Bytes::copy_from_slice(body),
+            trace: None,
         }
+    }
+
+    #[test]
+    fn a_frame_with_a_trace_round_trips_and_one_without_is_written_as_before() {
+        let traced = Entry {
+            trace: SpanContext::from_headers(
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Some(b"congo=t61rcWkgMzE"),
+            ),
+            ..entry(b"{\"entry\":[]}")
+        };
+        let mut out = Vec::new();
+        let len = encode(9, &traced, &mut out);
+        assert_eq!(&out[0..4], b"TBAW");
+        assert_eq!(scan(&out), Scanned::Frame { seq: 9, len });
+        assert_eq!(decode(&out), Some((9, traced.clone())));
+        // A resync finds a traced frame after garbage.
+        let mut damaged = b"garbage".to_vec();
+        damaged.extend_from_slice(&out);
+        assert_eq!(resync(&damaged, 0), Some(7));
+        // Without a trace: the first release's bytes exactly.
+        let mut plain = Vec::new();
+        encode(9, &entry(b"{\"entry\":[]}"), &mut plain);
+        assert_eq!(&plain[0..4], b"ABAW");
+        assert_eq!(
+            plain.len(),
+            out.len() - 2 - 55 - 1 - "congo=t61rcWkgMzE".len()
+        );
     }
 
     #[test]

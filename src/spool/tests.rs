@@ -24,6 +24,7 @@ fn entry(n: usize, size: usize) -> Entry {
         app: "default".to_owned(),
         received_at_ms: 1_795_000_000_000 + n as u64,
         body: body.into(),
+        trace: None,
     }
 }
 
@@ -368,6 +369,7 @@ mod format_v1 {
                 app: "default".to_owned(),
                 received_at_ms: 1,
                 body: bytes::Bytes::from_static(b"{}"),
+                trace: None,
             })
             .await
             .expect("appended");
