@@ -17,12 +17,19 @@ confluent-kafka).
   duplicate window drops what was).
 - Prints one JSON line per event processed on standard output, and one per event dropped
   (a duplicate or a downgrade) on standard error.
+- Continues each record's trace when OTEL_EXPORTER_OTLP_ENDPOINT (or
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set: a CONSUMER span "process <topic>" whose
+  parent is the gateway's PRODUCER span in the record's traceparent header, exported by
+  the OpenTelemetry SDK (pip install opentelemetry-sdk
+  opentelemetry-exporter-otlp-proto-http; the OTEL_* variables configure it).
 """
 import argparse
 import json
+import os
 import sys
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
@@ -80,6 +87,43 @@ def downgrade(statuses, event):
     return None
 
 
+def tracing():
+    """The OpenTelemetry tracer and W3C propagator when an OTLP endpoint is configured,
+    else (None, None)."""
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        return None, None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "waba-gateway-consumer"}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider, TraceContextTextMapPropagator()
+
+
+def process_span(provider, propagator, message, group, event):
+    """The processing span of one record: a child of the gateway's PRODUCER span."""
+    if provider is None:
+        return nullcontext()
+    from opentelemetry.trace import SpanKind
+
+    carrier = {key: (value or b"").decode("utf-8", "replace") for key, value in message.headers() or []}
+    parent = propagator.extract(carrier)
+    return provider.get_tracer("waba-gateway-consumer").start_as_current_span(
+        f"process {message.topic()}", context=parent, kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": message.topic(),
+            "messaging.consumer.group.name": group,
+            "messaging.message.id": event["event_id"],
+            "messaging.kafka.offset": message.offset(),
+        })
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap-servers", required=True)
@@ -98,6 +142,7 @@ def main():
     })
     consumer.subscribe(args.topics)
     seen, statuses = Bounded(args.dedup_window), Bounded(args.dedup_window)
+    provider, propagator = tracing()
     last = time.monotonic()
     try:
         while True:
@@ -111,16 +156,17 @@ def main():
             last = time.monotonic()
             event = event_of(message)
             at = {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()}
-            if seen.get(event["event_id"]) is not None:
-                print(json.dumps({"dropped": "duplicate", "event_id": event["event_id"], "at": at}), file=sys.stderr)
-            elif (after := downgrade(statuses, event)) is not None:
-                print(json.dumps({"dropped": "status_downgrade", "event_id": event["event_id"],
-                                  "message_id": event["message_id"], "status": event["status"],
-                                  "after": after, "at": at}), file=sys.stderr)
-            else:
-                seen.set(event["event_id"], True)
-                # The team's own processing goes here; then the line that says it is done.
-                print(json.dumps(dict(event, at=at)), flush=True)
+            with process_span(provider, propagator, message, args.group, event):
+                if seen.get(event["event_id"]) is not None:
+                    print(json.dumps({"dropped": "duplicate", "event_id": event["event_id"], "at": at}), file=sys.stderr)
+                elif (after := downgrade(statuses, event)) is not None:
+                    print(json.dumps({"dropped": "status_downgrade", "event_id": event["event_id"],
+                                      "message_id": event["message_id"], "status": event["status"],
+                                      "after": after, "at": at}), file=sys.stderr)
+                else:
+                    seen.set(event["event_id"], True)
+                    # The team's own processing goes here; then the line that says it is done.
+                    print(json.dumps(dict(event, at=at)), flush=True)
             # Processed (or dropped on purpose): its offset may be committed.
             consumer.commit(message=message, asynchronous=True)
     finally:
@@ -130,6 +176,8 @@ def main():
             if error.args[0].code() != KafkaError._NO_OFFSET:  # nothing left to commit
                 print(json.dumps({"warning": f"final commit: {error}"}), file=sys.stderr)
         consumer.close()
+        if provider is not None:
+            provider.shutdown()  # exports the last spans
 
 
 if __name__ == "__main__":

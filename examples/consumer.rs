@@ -15,6 +15,10 @@
 //!   duplicate window drops what was).
 //! - Prints one JSON line per event processed on standard output, and one per event
 //!   dropped (a duplicate or a downgrade) on standard error.
+//! - Continues each record's trace when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: a CONSUMER span `process <topic>` whose
+//!   parent is the gateway's PRODUCER span in the record's `traceparent` header, exported
+//!   by the OpenTelemetry SDK over OTLP/HTTP (the `OTEL_*` variables configure it).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // printing events is its job
 
@@ -23,6 +27,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context as TraceContext, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -134,8 +143,56 @@ fn event(message: &BorrowedMessage<'_>) -> anyhow::Result<Event> {
     })
 }
 
+/// A record's headers, as the W3C propagator reads them.
+struct RecordHeaders<'a>(Option<&'a rdkafka::message::BorrowedHeaders>);
+
+impl Extractor for RecordHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let header = self.0?.iter().find(|header| header.key == key)?;
+        std::str::from_utf8(header.value?).ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .map(|headers| headers.iter().map(|header| header.key).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The OpenTelemetry tracer provider, when an OTLP endpoint is configured.
+fn tracer_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .context("creating the OTLP exporter")?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("waba-gateway-consumer");
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let provider = tracer_provider()?;
+    let tracer = provider
+        .as_ref()
+        .map(|provider| provider.tracer("waba-gateway-consumer"));
+    let propagator = TraceContextPropagator::new();
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap_servers)
         .set("group.id", &args.group)
@@ -160,6 +217,22 @@ fn main() -> anyhow::Result<()> {
         let message = result.context("reading from Kafka")?;
         last = Instant::now();
         let event = event(&message)?;
+        // The processing span: a child of the gateway's PRODUCER span for this record.
+        let mut span = tracer.as_ref().map(|tracer| {
+            let parent: TraceContext = propagator.extract(&RecordHeaders(message.headers()));
+            tracer
+                .span_builder(format!("process {}", message.topic()))
+                .with_kind(SpanKind::Consumer)
+                .with_attributes([
+                    KeyValue::new("messaging.system", "kafka"),
+                    KeyValue::new("messaging.operation.type", "process"),
+                    KeyValue::new("messaging.destination.name", message.topic().to_owned()),
+                    KeyValue::new("messaging.consumer.group.name", args.group.clone()),
+                    KeyValue::new("messaging.message.id", event.event_id.clone()),
+                    KeyValue::new("messaging.kafka.offset", message.offset()),
+                ])
+                .start_with_context(tracer, &parent)
+        });
         let position = json!({"topic": message.topic(), "partition": message.partition(), "offset": message.offset()});
         if seen.get(&event.event_id).is_some() {
             eprintln!(
@@ -180,6 +253,9 @@ fn main() -> anyhow::Result<()> {
                        "message_id": event.message_id, "status": event.status, "at": position})
             );
         }
+        if let Some(span) = &mut span {
+            span.end();
+        }
         // Processed (or dropped on purpose): its offset may be committed.
         consumer
             .commit_message(&message, CommitMode::Async)
@@ -188,6 +264,15 @@ fn main() -> anyhow::Result<()> {
     // What was processed stays committed for the group's next run.
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         eprintln!("{}", json!({"warning": format!("final commit: {error}")}));
+    }
+    if let Some(provider) = provider {
+        // Exports the last spans before exiting.
+        if let Err(error) = provider.shutdown() {
+            eprintln!(
+                "{}",
+                json!({"warning": format!("exporting traces: {error}")})
+            );
+        }
     }
     Ok(())
 }

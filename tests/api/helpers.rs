@@ -646,6 +646,11 @@ pub async fn connect_from(
 /// way an earlier gateway wrote them: the raw body as value, `wa-app`, `wa-error` and
 /// `wa-received-at`.
 pub fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
+    write_dead_letters_with(brokers, letters, &[]);
+}
+
+/// [`write_dead_letters`], each letter with the `extra` headers too.
+pub fn write_dead_letters_with(brokers: &str, letters: &[(&[u8], &str)], extra: &[(&str, &str)]) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
@@ -666,6 +671,12 @@ pub fn write_dead_letters(brokers: &str, letters: &[(&[u8], &str)]) {
                 key: "wa-received-at",
                 value: Some("2026-11-20T10:00:00.000Z"),
             });
+        let headers = extra.iter().fold(headers, |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        });
         producer
             .send(
                 BaseRecord::<(), [u8]>::to("whatsapp.deadletter")
