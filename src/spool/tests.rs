@@ -432,3 +432,74 @@ async fn the_first_read_of_a_fresh_entry_comes_from_memory_within_the_read_ahead
     assert_eq!(spool.read(0).expect("read"), None);
     assert_eq!(spool.unreleased(), 1, "entry 1 waits for its release");
 }
+
+/// `tests/fixtures/spool-traced` was written by the first release with traces: a v2
+/// checkpoint (entry 0 released), two entries written without a trace (`WABA` frames,
+/// as with tracing off) and two with one (`WABT` frames), one of them with a
+/// `tracestate` and one not sampled. Every later release reads it the same way.
+mod format_traced {
+    use super::*;
+    use crate::trace::SpanContext;
+
+    #[tokio::test]
+    async fn a_spool_with_traced_entries_replays_each_entry_with_its_trace() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().expect("dir");
+        for file in std::fs::read_dir(root.join("tests/fixtures/spool-traced")).expect("fixture") {
+            let file = file.expect("entry");
+            std::fs::copy(file.path(), dir.path().join(file.file_name())).expect("copy");
+        }
+        let metrics = Arc::new(Metrics::new(Vec::new()));
+        let (spool, recovery) = Spool::open(dir.path(), 1 << 20, metrics).expect("opens");
+        assert_eq!(
+            recovery,
+            Recovery {
+                replayed: 3,
+                torn_bytes: 0,
+                quarantined: 0
+            }
+        );
+        let trace = |parent: &str, state: Option<&str>| {
+            SpanContext::from_headers(parent.as_bytes(), state.map(str::as_bytes))
+        };
+        let expected = [
+            (
+                1,
+                "default",
+                "messages_image_escaped_unicode_and_slashes.json",
+                None,
+            ),
+            (
+                2,
+                "shop",
+                "multi_two_entries_three_fields_each.json",
+                trace(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    Some("congo=t61rcWkgMzE"),
+                ),
+            ),
+            (
+                3,
+                "default",
+                "messages_status_sent.json",
+                trace(
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                    None,
+                ),
+            ),
+        ];
+        let mut next = 0;
+        for (seq, app, name, trace) in expected {
+            assert_eq!(spool.next_at_or_after(next), Some(seq));
+            let entry = spool.read(seq).expect("reads").expect("unreleased");
+            assert_eq!(entry.app, app);
+            assert_eq!(entry.received_at_ms, 1_796_000_000_000 + seq * 1000);
+            let body = std::fs::read(root.join("tests/fixtures").join(name)).expect("body");
+            assert_eq!(entry.body, body, "entry {seq} is {name} byte for byte");
+            assert!(trace.is_none() || entry.trace.is_some(), "entry {seq}");
+            assert_eq!(entry.trace, trace, "entry {seq}");
+            next = seq + 1;
+        }
+        assert_eq!(spool.next_at_or_after(next), None);
+    }
+}
