@@ -61,6 +61,69 @@ fn check_config_prints_the_effective_settings_with_secrets_redacted() {
 }
 
 #[test]
+fn check_config_shows_the_telemetry_table_as_the_otel_variables_set_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[telemetry]\nendpoint = \"http://file-collector:4318\"\nsampler = \"always_on\"\n",
+    )
+    .expect("write");
+    let output = binary()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("WABA_GATEWAY__APPS__DEFAULT__SECRET", "s")
+        .env("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "api-key=collector-key-value")
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0.1")
+        .env("OTEL_SERVICE_NAME", "wa-edge")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let table = &stdout[stdout.find("[telemetry]").expect("the table")..];
+    for line in [
+        "endpoint = \"http://collector:4318\"",
+        "headers = \"[redacted]\"",
+        "sampler = \"parentbased_traceidratio\"",
+        "sampler_arg = 0.1",
+        "service_name = \"wa-edge\"",
+        "protocol = \"http/protobuf\"",
+    ] {
+        assert!(
+            table.lines().any(|shown| shown == line),
+            "{line} not in\n{table}"
+        );
+    }
+    assert!(!stdout.contains("collector-key-value"));
+
+    // A value no SDK would take is named with its variable, and nothing starts.
+    let output = binary()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("WABA_GATEWAY__APPS__DEFAULT__SECRET", "s")
+        .env("WABA_GATEWAY__APPS__DEFAULT__VERIFY_TOKEN", "t")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_TRACES_SAMPLER_ARG", "2")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(
+            "telemetry.protocol (OTEL_EXPORTER_OTLP_PROTOCOL) = \"grpc\" is not supported"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("telemetry.sampler_arg (OTEL_TRACES_SAMPLER_ARG) = 2 must be from 0 to 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn sign_prints_the_signature_of_a_file_or_standard_input() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("body.json");
