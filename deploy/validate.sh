@@ -110,6 +110,10 @@ variants = {
                   "caKey": "ca.crt", "certificateKey": "client.crt", "privateKeyKey": "client.key"},
         "tls": {"existingSecret": "hooks-tls", "clientCaSecret": "meta-client-ca"},
         "serviceAccount": {"create": True, "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/gw"}},
+        "otel": {"endpoint": "http://otel-collector.observability:4318", "sampler": "parentbased_traceidratio",
+                 "samplerArg": "0.25", "resourceAttributes": "deployment.environment.name=prod",
+                 "headersSecret": {"name": "otel-auth", "key": "headers"},
+                 "collectorTo": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]},
         "extraEnv": [{"name": "WABA_GATEWAY__LOG__LEVEL", "value": "info"}],
         "envFrom": [{"secretRef": {"name": "waba-gateway-env"}}],
         "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
@@ -221,8 +225,36 @@ assert "kafka-password-Hv12" not in config
 config = config.replace("/etc/waba-gateway-secrets/", os.path.join(folder, "secrets") + "/")
 open(os.path.join(folder, "config.toml"), "w").write(config)
 PY
-  "$gateway" check-config --config "$out/$variant/config.toml" >"$out/$variant/effective.toml"
-  echo "  $variant: check-config accepts it"
+  # The workload's OTEL_* variables as Kubernetes sets them (a field reference or a Secret
+  # as a stand-in value), so that check-config reads them as the gateway will.
+  otel_env=$("$venv/bin/python" - "$out/$variant" <<'PY'
+import glob, os, re, shlex, sys, yaml
+folder = sys.argv[1]
+path = (glob.glob(os.path.join(folder, "waba-gateway_templates_statefulset.yaml"))
+        + glob.glob(os.path.join(folder, "waba-gateway_templates_deployment.yaml")))[0]
+doc = next(d for d in yaml.safe_load_all(open(path)) if d)
+env = doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
+known = {}
+for var in env:
+    if "value" in var:
+        value = re.sub(r"\$\((\w+)\)", lambda m: known.get(m.group(1), ""), var["value"])
+    elif "fieldRef" in var.get("valueFrom", {}):
+        value = "gw-0"
+    else:
+        value = "authorization=Bearer%20standin"
+    known[var["name"]] = value
+print(" ".join(shlex.quote(f"{k}={v}") for k, v in known.items() if k.startswith("OTEL_")))
+PY
+)
+  # shellcheck disable=SC2086
+  eval env $otel_env "\"$gateway\"" check-config --config "$out/$variant/config.toml" >"$out/$variant/effective.toml"
+  echo "  $variant: check-config accepts it${otel_env:+ (with the OTEL_* variables the chart sets)}"
+  if [ "$variant" = everything ]; then
+    grep -qx 'endpoint = "http://otel-collector.observability:4318"' "$out/$variant/effective.toml"
+    grep -qx 'sampler_arg = 0.25' "$out/$variant/effective.toml"
+    grep -qx 'resource_attributes = "k8s.namespace.name=whatsapp,k8s.pod.name=gw-0,k8s.node.name=gw-0,deployment.environment.name=prod"' "$out/$variant/effective.toml"
+    grep -qx 'headers = "\[redacted\]"' "$out/$variant/effective.toml"
+  fi
   # The memory limit covers the bound the configuration gives (SECURITY.md).
   "$venv/bin/python" - "$out/$variant" <<'PY'
 import glob, os, re, sys, yaml

@@ -76,9 +76,14 @@ spec:
       image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args: ["serve", "--config", "/etc/waba-gateway/config.toml"]
-      {{- with .Values.extraEnv }}
+      {{- if or .Values.extraEnv .Values.otel.endpoint }}
       env:
+        {{- if .Values.otel.endpoint }}
+        {{- include "waba-gateway.otelEnv" . | nindent 8 }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
       {{- with .Values.envFrom }}
       envFrom:
@@ -180,3 +185,34 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end -}}
+
+{{/* The standard OpenTelemetry variables of .Values.otel (README "Traces"). */}}
+{{- define "waba-gateway.otelEnv" -}}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .Values.otel.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: OTEL_SERVICE_NAME
+  value: {{ .Values.otel.serviceName | default (include "waba-gateway.fullname" .) | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .Values.otel.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .Values.otel.samplerArg | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=%s,k8s.pod.name=$(K8S_POD_NAME),k8s.node.name=$(K8S_NODE_NAME)" .Release.Namespace }}{{ with .Values.otel.resourceAttributes }}{{ printf ",%s" . }}{{ end }}
+{{- if .Values.otel.headersSecret.name }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.otel.headersSecret.name }}
+      key: {{ .Values.otel.headersSecret.key }}
+{{- end }}
+{{- end }}
