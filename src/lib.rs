@@ -10,7 +10,8 @@
 //!   [`routing`]) and publishes the records ([`publish`]);
 //! - `spool` keeps bodies durably in `spool` mode (storage only);
 //! - [`config`] is the typed settings tree, [`metrics`] the Prometheus metrics, `tls`
-//!   HTTPS and Meta's mTLS client check;
+//!   HTTPS and Meta's mTLS client check, [`trace`] the OpenTelemetry spans of each
+//!   notification;
 //! - [`app`] builds the gateway and runs it to shutdown; [`cli`] is the command line, with
 //!   `tail`, `replay`, `topics`, `doctor` and `graph` behind its other commands.
 //!
