@@ -85,14 +85,6 @@ open(f"{work}/manifest-big", "w").write(f"1000 {work}/big.json\n")
 PY
 big_kb=$(( $(stat -c %s "$work/big.json") / 1024 ))
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
 stop_all() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   pids=()
@@ -118,8 +110,6 @@ start_ceiling() {
   wait_port $ceiling_port
 }
 
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # wrk against $1 (URL) with manifest $2, $3 connections for $4 seconds, as run $5 (its
 # answers go to $work/report-$5); measures process $server. Prints wrk's figures plus
 # cpu_us_per_request and peak_rss_mb.

@@ -100,3 +100,19 @@ serve_gateway() {
   cat "$log" >&2
   return 1
 }
+
+# A field "name=value" of a line of such pairs: `field "$line" requests`.
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+# CPU time of process $1 so far, in clock ticks (user + system).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Waits until something listens on loopback port $1 (10 s at most).
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}

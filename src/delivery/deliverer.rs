@@ -81,13 +81,21 @@ impl Deliverer {
         deadletter: Option<&'static str>,
         trace: Option<&SpanContext>,
     ) -> Result<Pending, PublishError> {
-        let spans = self.producer_spans(&mut records, trace);
+        let mut spans = self.producer_spans(&mut records, trace);
         let fields: Vec<&'static str> = records
             .iter()
             .filter(|record| record.counts_change)
             .map(|record| record.field)
             .collect();
-        let publication = self.sink.enqueue(app, records).await?.traced(spans);
+        let publication = match self.sink.enqueue(app, records).await {
+            Ok(publication) => publication.traced(spans),
+            Err(error) => {
+                for span in &mut spans {
+                    span.fail(error.to_string());
+                }
+                return Err(error);
+            }
+        };
         Ok(Pending {
             publication,
             app: app.to_owned(),

@@ -20,8 +20,9 @@ const MAGIC: u32 = 0x5741_4241;
 const MAGIC_TRACED: u32 = 0x5741_4254;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 20;
-/// No payload is larger: a body is at most 64 MiB (`server.max_body_bytes`).
-const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024 + 512;
+/// No payload is larger: a body is at most 64 MiB (`server.max_body_bytes`), and the rest
+/// at most 834 bytes (an app name of 255, the time, a trace of 2 + 55 + 1 + 512).
+const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024 + 1024;
 
 /// One spooled notification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,6 +212,24 @@ mod tests {
             decode(&empty).map(|(_, e)| e.body),
             Some(bytes::Bytes::new())
         );
+    }
+
+    #[test]
+    fn the_largest_entry_with_the_longest_trace_is_one_valid_frame() {
+        let state = format!("a={}", "b".repeat(510));
+        let largest = Entry {
+            app: "x".repeat(255),
+            received_at_ms: 1,
+            body: bytes::Bytes::from(vec![b' '; 64 * 1024 * 1024]),
+            trace: SpanContext::from_headers(
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Some(state.as_bytes()),
+            ),
+        };
+        assert!(largest.trace.as_ref().is_some_and(|t| t.state.is_some()));
+        let mut out = Vec::new();
+        let len = encode(1, &largest, &mut out);
+        assert_eq!(scan(&out), Scanned::Frame { seq: 1, len });
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! collector in batches (`max_export_batch_size`, or every `schedule_delay_ms`), one
 //! export at a time, each within `timeout_ms`. A full queue drops the span at once and
 //! counts it: nothing on a request's path ever waits for the collector.
+//!
+//! The queue is a vector behind a mutex rather than a channel: adding a span never wakes
+//! the export task (a wake-up per span would cost a context switch per span); the task
+//! wakes on its schedule, or once when a whole batch is waiting.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prometheus::IntCounter;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{AttrValue, SpanData, otlp};
 use crate::config::TraceExporter;
@@ -21,9 +25,29 @@ use crate::telemetry::Throttle;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// Ended spans waiting for export.
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    /// Woken once a batch is waiting.
+    batch_ready: Notify,
+    max: usize,
+    batch: usize,
+}
+
+impl Queue {
+    /// Takes every span waiting.
+    fn take(&self) -> Vec<SpanData> {
+        let mut spans = self
+            .spans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *spans, Vec::with_capacity(self.batch))
+    }
+}
+
 /// The handle the tracer pushes ended spans to.
 pub(super) struct Exporter {
-    queue: mpsc::Sender<SpanData>,
+    queue: std::sync::Arc<Queue>,
     queue_full: IntCounter,
     /// Asks the task to export what it holds and stop; answered when done.
     stop: Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
@@ -36,7 +60,12 @@ impl Exporter {
             tracing::warn!("no runtime to export traces on; tracing is off");
             return None;
         };
-        let (queue, spans) = mpsc::channel(config.max_queue_size);
+        let queue = std::sync::Arc::new(Queue {
+            spans: Mutex::new(Vec::with_capacity(config.max_batch)),
+            batch_ready: Notify::new(),
+            max: config.max_queue_size,
+            batch: config.max_batch,
+        });
         let (stop, stops) = mpsc::channel(1);
         let task = Task {
             client: client(),
@@ -61,7 +90,7 @@ impl Exporter {
             config,
         };
         tracing::info!(endpoint = %task.config.url, "exporting traces over OTLP/HTTP");
-        runtime.spawn(task.run(spans, stops));
+        runtime.spawn(task.run(queue.clone(), stops));
         Some(Self {
             queue,
             queue_full: metrics
@@ -73,8 +102,22 @@ impl Exporter {
 
     /// Queues an ended span, or drops and counts it when the queue is full.
     pub(super) fn push(&self, span: SpanData) {
-        if self.queue.try_send(span).is_err() {
-            self.queue_full.inc();
+        let waiting = {
+            let mut spans = self
+                .queue
+                .spans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if spans.len() >= self.queue.max {
+                drop(spans);
+                self.queue_full.inc();
+                return;
+            }
+            spans.push(span);
+            spans.len()
+        };
+        if waiting == self.queue.batch {
+            self.queue.batch_ready.notify_one();
         }
     }
 
@@ -117,54 +160,35 @@ struct Task {
 impl Task {
     async fn run(
         self,
-        mut spans: mpsc::Receiver<SpanData>,
+        queue: std::sync::Arc<Queue>,
         mut stops: mpsc::Receiver<oneshot::Sender<()>>,
     ) {
-        let max = self.config.max_batch;
-        let mut batch: Vec<SpanData> = Vec::with_capacity(max);
-        let mut due = tokio::time::Instant::now() + self.config.delay;
         loop {
-            let room = max - batch.len();
-            tokio::select! {
-                received = spans.recv_many(&mut batch, room) => {
-                    if received == 0 {
-                        break;
-                    }
-                    if batch.len() < max {
-                        continue;
-                    }
-                }
-                () = tokio::time::sleep_until(due) => {}
-                Some(done) = stops.recv() => {
-                    spans.close();
-                    loop {
-                        let room = max - batch.len();
-                        if spans.recv_many(&mut batch, room).await == 0 {
-                            break;
-                        }
-                        if batch.len() >= max {
-                            self.export(&mut batch).await;
-                        }
-                    }
-                    self.export(&mut batch).await;
-                    let _ = done.send(());
-                    return;
-                }
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(self.config.delay) => None,
+                () = queue.batch_ready.notified() => None,
+                done = stops.recv() => Some(done),
+            };
+            let spans = queue.take();
+            for batch in spans.chunks(self.config.max_batch) {
+                self.export(batch).await;
             }
-            self.export(&mut batch).await;
-            due = tokio::time::Instant::now() + self.config.delay;
+            if let Some(done) = stopping {
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                return;
+            }
         }
-        self.export(&mut batch).await;
     }
 
-    /// Posts `batch` (emptied), counting its spans as exported or dropped.
-    async fn export(&self, batch: &mut Vec<SpanData>) {
+    /// Posts `batch`, counting its spans as exported or dropped.
+    async fn export(&self, batch: &[SpanData]) {
         if batch.is_empty() {
             return;
         }
         let count = batch.len() as u64;
         let body = otlp::encode(&self.resource, batch);
-        batch.clear();
         let mut request = http::Request::post(self.config.url.clone())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(Bytes::from(body)))

@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 /// How long a command waits, before it exits, for its last spans to be exported.
 pub const FLUSH: Duration = Duration::from_secs(5);
 
+/// Room for the attributes of the gateway's largest span (the SERVER span's 12).
+const ATTRIBUTES: usize = 12;
+
 /// What a span stands for (OTLP's `SpanKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -166,7 +169,7 @@ impl Tracer {
                     kind,
                     start_ns: now_ns(),
                     end_ns: 0,
-                    attributes: Vec::new(),
+                    attributes: Vec::with_capacity(ATTRIBUTES),
                     links: Vec::new(),
                     status: Status::Unset,
                 },

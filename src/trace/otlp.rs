@@ -56,11 +56,21 @@ impl Buf {
         }
     }
 
-    /// A nested message, written by `write`.
+    /// A nested message, written by `write` in place: its length, known once written, is
+    /// put before it (one byte reserved; a longer length moves the message up).
     fn message(&mut self, field: u32, write: impl FnOnce(&mut Buf)) {
-        let mut inner = Buf::default();
-        write(&mut inner);
-        self.bytes(field, &inner.0);
+        self.key(field, LEN);
+        let at = self.0.len();
+        self.0.push(0);
+        write(self);
+        let len = self.0.len() - at - 1;
+        if len < 0x80 {
+            self.0[at] = len as u8;
+        } else {
+            let mut prefix = Buf::default();
+            prefix.varint(len as u64);
+            self.0.splice(at..=at, prefix.0);
+        }
     }
 
     /// `KeyValue { key = 1; AnyValue value = 2 }`.
@@ -173,6 +183,16 @@ mod tests {
                 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
             ]
         );
+    }
+
+    #[test]
+    fn a_nested_message_longer_than_127_bytes_gets_a_two_byte_length() {
+        let mut buf = Buf::default();
+        buf.message(2, |inner| inner.bytes(1, &[7; 200]));
+        // field 2 LEN 203 (0xcb 0x01) | field 1 LEN 200 (0xc8 0x01) | 200 bytes
+        assert_eq!(buf.0[..5], [0x12, 0xcb, 0x01, 0x0a, 0xc8]);
+        assert_eq!(buf.0.len(), 3 + 3 + 200);
+        assert!(buf.0[6..].iter().all(|&b| b == 7));
     }
 
     #[test]
