@@ -9,7 +9,7 @@ use crate::envelope::{self, Record, headers};
 use crate::metrics::Metrics;
 use crate::publish::{Publication, PublishError, Publisher, Sink};
 use crate::routing::Routing;
-use crate::trace::{Kind, Span, SpanContext, Tracer};
+use crate::trace::{Kind, Span, SpanContext, Text, Tracer};
 
 /// Splits bodies and publishes their records. Cheap to clone.
 #[derive(Clone)]
@@ -20,6 +20,8 @@ pub struct Deliverer {
     tracer: Tracer,
     /// A span every producer span links to (`replay`'s run).
     link: Option<SpanContext>,
+    /// For each of the gateway's topics, its PRODUCER spans' name and the topic, made once.
+    span_texts: Arc<std::collections::HashMap<String, (Arc<str>, Arc<str>)>>,
 }
 
 impl Deliverer {
@@ -31,12 +33,24 @@ impl Deliverer {
         tracer: Tracer,
     ) -> Self {
         let sink = Sink::new(publisher, metrics.clone(), routing.deadletter());
+        let span_texts = routing
+            .known_topics()
+            .into_iter()
+            .map(|topic| {
+                let texts = (
+                    Arc::from(format!("publish {topic}").as_str()),
+                    Arc::from(topic.as_str()),
+                );
+                (topic, texts)
+            })
+            .collect();
         Self {
             sink,
             routing: Arc::new(routing),
             metrics,
             tracer,
             link: None,
+            span_texts: Arc::new(span_texts),
         }
     }
 
@@ -123,17 +137,23 @@ impl Deliverer {
                 )
             });
             let parent = carried.as_ref().or(trace);
-            let Some(mut span) =
-                self.tracer
-                    .start(format!("publish {}", record.topic), Kind::Producer, parent)
-            else {
+            let texts = self.span_texts.get(&record.topic);
+            let name = texts.map_or_else(
+                || Text::Owned(format!("publish {}", record.topic)),
+                |(name, _)| Text::from(name),
+            );
+            let Some(mut span) = self.tracer.start(name, Kind::Producer, parent) else {
                 return Vec::new();
             };
             if span.is_recording() {
                 span.set("messaging.system", "kafka");
                 span.set("messaging.operation.type", "publish");
                 span.set("messaging.operation.name", "send");
-                span.set("messaging.destination.name", record.topic.clone());
+                let topic = texts.map_or_else(
+                    || Text::Owned(record.topic.clone()),
+                    |(_, topic)| Text::from(topic),
+                );
+                span.set("messaging.destination.name", topic);
                 if let Some(key) = &record.key {
                     span.set("messaging.kafka.message.key", key.clone());
                 }

@@ -33,7 +33,7 @@ use crate::delivery::{Delivery, Intake};
 use crate::metrics::Metrics;
 use crate::shutdown::Readiness;
 use crate::telemetry::{self, Throttle};
-use crate::trace::{Kind, Span, SpanContext, Tracer};
+use crate::trace::{Kind, Span, SpanContext, Text, Tracer};
 use budget::ReceiveBudget;
 
 /// A request body the handlers can read: hyper's incoming body, or a full one in tests.
@@ -64,7 +64,11 @@ pub struct AppRoute {
     /// The app's name (the `wa-app` header and the `app` label).
     pub name: String,
     /// Its path: the `http.route` of its spans.
-    pub path: String,
+    pub path: Arc<str>,
+    /// Its name, for its spans' `wa.app`.
+    pub label: Arc<str>,
+    /// The name of the SERVER span of a POST to it.
+    pub post_span: Arc<str>,
     /// The current secret, then the previous ones.
     pub secrets: Vec<SecretString>,
     /// The verification token.
@@ -146,7 +150,9 @@ impl Gateway {
                 let path = Settings::app_path(name, app);
                 let route = AppRoute {
                     name: name.clone(),
-                    path: path.clone(),
+                    path: Arc::from(path.as_str()),
+                    label: Arc::from(name.as_str()),
+                    post_span: Arc::from(format!("POST {path}").as_str()),
                     secrets: app.secrets().cloned().collect(),
                     verify_token: app.verify_token.clone().unwrap_or_default(),
                 };
@@ -347,15 +353,23 @@ impl Gateway {
             Method::HEAD => "HEAD",
             _ => "_OTHER",
         };
-        let mut span = self.tracer.start(
-            format!("{method} {}", app.path),
-            Kind::Server,
-            parent.as_ref(),
-        )?;
+        let name = match method {
+            "POST" => Text::from(&app.post_span),
+            _ => Text::Owned(format!("{method} {}", app.path)),
+        };
+        let mut span = self.tracer.start(name, Kind::Server, parent.as_ref())?;
         if span.is_recording() {
             span.set("http.request.method", method);
-            span.set("http.route", app.path.clone());
-            span.set("url.path", request.uri().path().to_owned());
+            span.set("http.route", &app.path);
+            let path = request.uri().path();
+            span.set(
+                "url.path",
+                if *path == *app.path {
+                    Text::from(&app.path)
+                } else {
+                    Text::Owned(path.to_owned())
+                },
+            );
             span.set("url.scheme", self.scheme);
             span.set("network.protocol.version", "1.1");
             if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
@@ -378,7 +392,7 @@ impl Gateway {
             {
                 span.set("user_agent.original", agent.to_owned());
             }
-            span.set("wa.app", app.name.clone());
+            span.set("wa.app", &app.label);
         }
         Some(span)
     }

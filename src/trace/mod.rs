@@ -17,7 +17,6 @@ mod export;
 mod otlp;
 mod sampler;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -30,8 +29,14 @@ use crate::metrics::Metrics;
 /// How long a command waits, before it exits, for its last spans to be exported.
 pub const FLUSH: Duration = Duration::from_secs(5);
 
-/// Room for the attributes of the gateway's largest span (the SERVER span's 12).
-const ATTRIBUTES: usize = 12;
+/// Room for the attributes of a span of each kind: as many as the gateway sets.
+fn room(kind: Kind) -> usize {
+    match kind {
+        Kind::Server => 12,
+        Kind::Producer => 8,
+        Kind::Internal => 0,
+    }
+}
 
 /// What a span stands for (OTLP's `SpanKind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +49,53 @@ pub enum Kind {
     Producer,
 }
 
+/// A span's name or an attribute's text, made without copying where it can be: a
+/// constant, text shared with the settings (an app's path), or text of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// A constant.
+    Static(&'static str),
+    /// Shared with what made it.
+    Shared(Arc<str>),
+    /// Its own.
+    Owned(String),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::Static(text) => text,
+            Self::Shared(text) => text,
+            Self::Owned(text) => text,
+        }
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(text: &'static str) -> Self {
+        Self::Static(text)
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Self::Owned(text)
+    }
+}
+
+impl From<&Arc<str>> for Text {
+    fn from(text: &Arc<str>) -> Self {
+        Self::Shared(text.clone())
+    }
+}
+
 /// An attribute's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
     /// Text.
-    Text(Cow<'static, str>),
+    Text(Text),
     /// A whole number.
     Int(i64),
     /// A flag.
@@ -57,13 +104,25 @@ pub enum AttrValue {
 
 impl From<&'static str> for AttrValue {
     fn from(text: &'static str) -> Self {
-        Self::Text(Cow::Borrowed(text))
+        Self::Text(Text::Static(text))
     }
 }
 
 impl From<String> for AttrValue {
     fn from(text: String) -> Self {
-        Self::Text(Cow::Owned(text))
+        Self::Text(Text::Owned(text))
+    }
+}
+
+impl From<&Arc<str>> for AttrValue {
+    fn from(text: &Arc<str>) -> Self {
+        Self::Text(Text::Shared(text.clone()))
+    }
+}
+
+impl From<Text> for AttrValue {
+    fn from(text: Text) -> Self {
+        Self::Text(text)
     }
 }
 
@@ -90,7 +149,7 @@ pub struct SpanData {
     /// Its parent's span id, when it has one.
     pub parent: Option<[u8; 8]>,
     /// Its name.
-    pub name: Cow<'static, str>,
+    pub name: Text,
     /// Its kind.
     pub kind: Kind,
     /// Start, in nanoseconds since the Unix epoch.
@@ -144,7 +203,7 @@ impl Tracer {
     /// when tracing is off.
     pub fn start(
         &self,
-        name: impl Into<Cow<'static, str>>,
+        name: impl Into<Text>,
         kind: Kind,
         parent: Option<&SpanContext>,
     ) -> Option<Span> {
@@ -169,7 +228,7 @@ impl Tracer {
                     kind,
                     start_ns: now_ns(),
                     end_ns: 0,
-                    attributes: Vec::with_capacity(ATTRIBUTES),
+                    attributes: Vec::with_capacity(room(kind)),
                     links: Vec::new(),
                     status: Status::Unset,
                 },
