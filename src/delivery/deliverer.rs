@@ -21,8 +21,11 @@ pub struct Deliverer {
     /// A span every producer span links to (`replay`'s run).
     link: Option<SpanContext>,
     /// For each of the gateway's topics, its PRODUCER spans' name and the topic, made once.
-    span_texts: Arc<std::collections::HashMap<String, (Arc<str>, Arc<str>)>>,
+    span_texts: Arc<std::collections::HashMap<String, SpanTexts>>,
 }
+
+/// A topic's PRODUCER span name (`publish <topic>`) and the topic, shared by its spans.
+type SpanTexts = (Arc<str>, Arc<str>);
 
 impl Deliverer {
     /// A deliverer producing to `publisher` as `routing` says, counting into `metrics`.
