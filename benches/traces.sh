@@ -30,10 +30,7 @@ collector_port=18083
 broker_port=19092
 brokers=127.0.0.1:$broker_port
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk"
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
-fi
+need_wrk
 cargo build --release --quiet --bin waba-gateway --example ceiling
 gateway=target/release/waba-gateway
 tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)

@@ -116,3 +116,11 @@ wait_port() {
   echo "nothing listens on port $1" >&2
   return 1
 }
+
+# Installs wrk (Debian's package) when it is missing.
+need_wrk() {
+  if ! command -v wrk >/dev/null; then
+    echo "installing wrk"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
+  fi
+}

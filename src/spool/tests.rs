@@ -240,6 +240,19 @@ async fn a_closed_spool_refuses_appends() {
     ));
 }
 
+/// A copy of the spool `tests/fixtures/<name>`, opened.
+fn open_fixture(name: &str) -> (tempfile::TempDir, Arc<Spool>, Recovery) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = tempfile::tempdir().expect("dir");
+    for file in std::fs::read_dir(fixture).expect("fixture") {
+        let file = file.expect("entry");
+        std::fs::copy(file.path(), dir.path().join(file.file_name())).expect("copy");
+    }
+    let metrics = Arc::new(Metrics::new(Vec::new()));
+    let (spool, recovery) = Spool::open(dir.path(), 1 << 20, metrics).expect("opens");
+    (dir, spool, recovery)
+}
+
 /// The on-disk format is a contract between releases: replicas are upgraded in place, and
 /// a spool written by one release is replayed by the next. `tests/fixtures/spool-v1` was
 /// written by the first release (five entries, the first two released and checkpointed, a
@@ -255,13 +268,7 @@ mod format_v1 {
 
     #[tokio::test]
     async fn a_spool_written_by_the_first_release_replays_the_same_records() {
-        let dir = tempfile::tempdir().expect("dir");
-        for file in std::fs::read_dir(fixture("tests/fixtures/spool-v1")).expect("fixture") {
-            let file = file.expect("entry");
-            std::fs::copy(file.path(), dir.path().join(file.file_name())).expect("copy");
-        }
-        let metrics = Arc::new(Metrics::new(Vec::new()));
-        let (spool, recovery) = Spool::open(dir.path(), 1 << 20, metrics).expect("opens");
+        let (_dir, spool, recovery) = open_fixture("spool-v1");
         assert_eq!(
             recovery,
             Recovery {
@@ -444,13 +451,7 @@ mod format_traced {
     #[tokio::test]
     async fn a_spool_with_traced_entries_replays_each_entry_with_its_trace() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = tempfile::tempdir().expect("dir");
-        for file in std::fs::read_dir(root.join("tests/fixtures/spool-traced")).expect("fixture") {
-            let file = file.expect("entry");
-            std::fs::copy(file.path(), dir.path().join(file.file_name())).expect("copy");
-        }
-        let metrics = Arc::new(Metrics::new(Vec::new()));
-        let (spool, recovery) = Spool::open(dir.path(), 1 << 20, metrics).expect("opens");
+        let (_dir, spool, recovery) = super::open_fixture("spool-traced");
         assert_eq!(
             recovery,
             Recovery {
