@@ -242,7 +242,9 @@ async fn a_closed_spool_refuses_appends() {
 
 /// A copy of the spool `tests/fixtures/<name>`, opened.
 fn open_fixture(name: &str) -> (tempfile::TempDir, Arc<Spool>, Recovery) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let dir = tempfile::tempdir().expect("dir");
     for file in std::fs::read_dir(fixture).expect("fixture") {
         let file = file.expect("entry");
