@@ -256,3 +256,61 @@ async fn a_body_that_stops_arriving_is_408_exactly_at_the_request_timeout() {
     assert_eq!(started.elapsed(), Duration::from_millis(400));
     assert!(handler.memory.records().is_empty());
 }
+
+/// Whose `traceparent` is continued (SECURITY.md "Traces"), seen in the records: each
+/// carries its PRODUCER span, in the trace of the request's span.
+#[tokio::test]
+async fn an_incoming_traceparent_is_continued_only_without_an_allowlist_or_from_a_trusted_proxy() {
+    const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let tracing = [
+        // Exports fail (nothing listens there) and are counted; the spans are made.
+        ("telemetry.endpoint", "http://127.0.0.1:9"),
+        ("delivery.ack", "kafka"),
+    ];
+    let allowlist = [
+        ("server.allowed_source_cidrs", "10.0.0.0/8"),
+        ("server.trusted_proxies", "192.0.2.1/32"),
+    ];
+    let cases = [
+        ("no allowlist", None, true),
+        ("an allowed client", Some("10.1.2.3"), false),
+        ("a trusted proxy", Some("192.0.2.1"), true),
+    ];
+    for (who, peer, continued) in cases {
+        let mut extra = tracing.to_vec();
+        if peer.is_some() {
+            extra.extend(allowlist);
+        }
+        let handler = handler(&extra);
+        let mut request = Request::post("/webhook")
+            .header(
+                crate::signature::HEADER,
+                crate::signature::sign(SECRET.as_bytes(), BODY),
+            )
+            .header("traceparent", INCOMING)
+            .header("x-forwarded-for", "10.9.9.9");
+        if let Some(peer) = peer {
+            let peer: std::net::IpAddr = peer.parse().expect("an address");
+            request = request.extension(super::Peer(peer));
+        }
+        let request = request
+            .body(Full::new(Bytes::from_static(BODY)))
+            .expect("a request");
+        let response = handler.gateway.handle(Listener::Public, request).await;
+        assert_eq!(response.status(), StatusCode::OK, "{who}");
+        let records = handler.memory.records();
+        assert_eq!(records.len(), 1, "{who}");
+        let carried = records[0].header("traceparent").expect("a traceparent");
+        let trace = &carried[3..35];
+        assert_eq!(
+            trace == "4bf92f3577b34da6a3ce929d0e0e4736",
+            continued,
+            "{who}: {carried}"
+        );
+        assert_ne!(&carried[36..52], "00f067aa0ba902b7", "{who}: its own span");
+    }
+    // Tracing off: no header at all.
+    let handler = handler(&[("delivery.ack", "kafka")]);
+    assert_eq!(handler.notify(BODY).await.0, StatusCode::OK);
+    assert_eq!(handler.memory.records()[0].header("traceparent"), None);
+}

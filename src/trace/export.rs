@@ -89,7 +89,7 @@ impl Exporter {
             failures: Throttle::new(Duration::from_secs(60)),
             config,
         };
-        tracing::info!(endpoint = %task.config.url, "exporting traces over OTLP/HTTP");
+        tracing::info!(endpoint = %shown(&task.config.url), "exporting traces over OTLP/HTTP");
         runtime.spawn(task.run(queue.clone(), stops));
         Some(Self {
             queue,
@@ -134,6 +134,20 @@ impl Exporter {
             let _ = tokio::time::timeout(timeout, finished).await;
         }
     }
+}
+
+/// The endpoint as logs show it: scheme, host, port and path, never a `user:password@`.
+fn shown(url: &http::Uri) -> String {
+    let port = url
+        .port_u16()
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
+    format!(
+        "{}://{}{port}{}",
+        url.scheme_str().unwrap_or("http"),
+        url.host().unwrap_or_default(),
+        url.path()
+    )
 }
 
 fn client() -> Client<Https, Full<Bytes>> {
@@ -217,7 +231,20 @@ impl Task {
         };
         self.failed.inc_by(count);
         if let Some(held_back) = self.failures.admit() {
-            tracing::warn!(endpoint = %self.config.url, spans = count, held_back, "could not export traces: {failure}; they are dropped (waba_gateway_trace_spans_dropped_total)");
+            tracing::warn!(endpoint = %shown(&self.config.url), spans = count, held_back, "could not export traces: {failure}; they are dropped (waba_gateway_trace_spans_dropped_total)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_endpoint_is_logged_without_its_credentials() {
+        let url: http::Uri = "https://user:secret@otel.example:4318/v1/traces"
+            .parse()
+            .expect("a URL");
+        assert_eq!(super::shown(&url), "https://otel.example:4318/v1/traces");
+        let url: http::Uri = "http://collector/v1/traces".parse().expect("a URL");
+        assert_eq!(super::shown(&url), "http://collector/v1/traces");
     }
 }
