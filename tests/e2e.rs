@@ -12,6 +12,8 @@
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/kit.rs"]
+mod kit;
 #[path = "support/tansu.rs"]
 mod tansu;
 
@@ -23,6 +25,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use helpers::*;
+use kit::*;
 use tansu::*;
 
 fn gateway_env<'a>(brokers: &'a str, ack: &'a str, spool_dir: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -814,14 +817,6 @@ fn status_notification(wamid: &str, status: &str, timestamp: u64, recipient: &st
     .into_bytes()
 }
 
-/// A tool the consumer-kit tests need, from the variable tests/run.sh sets; `None` (and
-/// SKIPPED said) without it.
-fn kit_tool(variable: &str) -> String {
-    std::env::var(variable).unwrap_or_else(|_| {
-        panic!("{variable} is not set (tests/run.sh installs the consumer kit's tools and sets it)")
-    })
-}
-
 /// Runs a consumer of the kit (`program` and its first arguments) in group `group` until
 /// it is idle for 4 s; returns its standard output and standard error lines as JSON.
 fn run_consumer(
@@ -855,10 +850,7 @@ fn run_consumer(
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_and_python_consumers_print_each_event_once_and_refuse_downgrades() {
-    let (rust, python) = (
-        kit_tool("WABA_GATEWAY_CONSUMER"),
-        kit_tool("WABA_GATEWAY_PYTHON"),
-    );
+    let consumers = kit_consumers();
     let broker = Tansu::start();
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("spool");
@@ -889,16 +881,6 @@ async fn the_rust_and_python_consumers_print_each_event_once_and_refuse_downgrad
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
 
-    let consumers = [
-        ("rust", vec![rust]),
-        (
-            "python",
-            vec![
-                python,
-                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/consumer.py").to_owned(),
-            ],
-        ),
-    ];
     for (name, program) in consumers {
         let group = format!("kit-{name}");
         let address = broker.address.clone();

@@ -12,6 +12,8 @@
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/kit.rs"]
+mod kit;
 #[path = "support/tansu.rs"]
 mod tansu;
 
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use helpers::*;
+use kit::*;
 use tansu::*;
 
 /// The receiver: a child process, stopped when dropped.
@@ -191,22 +194,6 @@ fn run_consumer(
             .count()
     };
     count(&String::from_utf8_lossy(&output.stdout)) + count(&stderr)
-}
-
-fn kit() -> Vec<(&'static str, Vec<String>)> {
-    let rust = std::env::var("WABA_GATEWAY_CONSUMER")
-        .expect("WABA_GATEWAY_CONSUMER is not set (tests/run.sh builds the kit's Rust consumer)");
-    let python = std::env::var("WABA_GATEWAY_PYTHON").expect("WABA_GATEWAY_PYTHON is not set");
-    vec![
-        ("rust", vec![rust]),
-        (
-            "python",
-            vec![
-                python,
-                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/consumer.py").to_owned(),
-            ],
-        ),
-    ]
 }
 
 /// One run over the fixtures in `ack` mode and `split` mode: the chain from each request
@@ -393,7 +380,7 @@ async fn one_trace_per_notification(ack: &str, split: &str) {
     assert_eq!(line["span_id"], refused["span_id"]);
 
     // The kit: each consumer's span is a child of the record's PRODUCER span.
-    for (name, program) in kit() {
+    for (name, program) in kit_consumers() {
         let group = format!("traced-{name}");
         let (address, endpoint, topics) = (
             broker.address.clone(),

@@ -89,8 +89,8 @@ impl Deliverer {
     }
 
     /// Enqueues records made elsewhere (`replay` of a refused record), counted as one
-    /// notification once Kafka has them. A record that carries a `traceparent` already
-    /// continues that trace.
+    /// notification once Kafka has them; `trace` is the span their PRODUCER spans are
+    /// children of (for a replay, the one in the dead letter's `traceparent`).
     pub async fn enqueue_records(
         &self,
         app: &str,
@@ -124,28 +124,21 @@ impl Deliverer {
 }
 
 impl Deliverer {
-    /// A PRODUCER span per record, child of the record's own `traceparent` (a replayed
-    /// record) or else of `trace`, whose context the record then carries. None when
-    /// tracing is off: the records are left as they are.
+    /// A PRODUCER span per record, child of `trace`, whose context the record then
+    /// carries (in place of a `traceparent` it had). None when tracing is off: the records
+    /// are left as they are.
     fn producer_spans(&self, records: &mut [Record], trace: Option<&SpanContext>) -> Vec<Span> {
         if !self.tracer.enabled() {
             return Vec::new();
         }
         let mut spans = Vec::with_capacity(records.len());
         for record in records {
-            let carried = record.header(headers::TRACEPARENT).and_then(|parent| {
-                SpanContext::from_headers(
-                    parent.as_bytes(),
-                    record.header(headers::TRACESTATE).map(str::as_bytes),
-                )
-            });
-            let parent = carried.as_ref().or(trace);
             let texts = self.span_texts.get(&record.topic);
             let name = texts.map_or_else(
                 || Text::Owned(format!("publish {}", record.topic)),
                 |(name, _)| Text::from(name),
             );
-            let Some(mut span) = self.tracer.start(name, Kind::Producer, parent) else {
+            let Some(mut span) = self.tracer.start(name, Kind::Producer, trace) else {
                 return Vec::new();
             };
             if span.is_recording() {

@@ -61,12 +61,10 @@ pub enum Listener {
 
 /// One Meta app as the handlers see it.
 pub struct AppRoute {
-    /// The app's name (the `wa-app` header and the `app` label).
-    pub name: String,
+    /// The app's name (the `wa-app` header, the `app` label, its spans' `wa.app`).
+    pub name: Arc<str>,
     /// Its path: the `http.route` of its spans.
     pub path: Arc<str>,
-    /// Its name, for its spans' `wa.app`.
-    pub label: Arc<str>,
     /// The name of the SERVER span of a POST to it.
     pub post_span: Arc<str>,
     /// The current secret, then the previous ones.
@@ -149,9 +147,8 @@ impl Gateway {
             .map(|(name, app)| {
                 let path = Settings::app_path(name, app);
                 let route = AppRoute {
-                    name: name.clone(),
+                    name: Arc::from(name.as_str()),
                     path: Arc::from(path.as_str()),
-                    label: Arc::from(name.as_str()),
                     post_span: Arc::from(format!("POST {path}").as_str()),
                     secrets: app.secrets().cloned().collect(),
                     verify_token: app.verify_token.clone().unwrap_or_default(),
@@ -392,7 +389,7 @@ impl Gateway {
             {
                 span.set("user_agent.original", agent.to_owned());
             }
-            span.set("wa.app", &app.label);
+            span.set("wa.app", &app.name);
         }
         Some(span)
     }
