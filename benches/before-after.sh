@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The gateway of two revisions side by side, in one run on this machine: the ceiling
+# (examples/ceiling.rs, bare hyper reading the body and answering 200), the BEFORE
+# revision and the working tree, in each ack mode, measured the way of docs/PERFORMANCE.md
+# (wrk, 2 threads x 32 connections, 8 s, notifications signed beforehand, tansu with
+# memory storage, fresh for every run). Each round runs the ceiling, then each mode with
+# both binaries, their order alternating from round to round, so that drift hits them
+# alike; the table gives medians over ROUNDS (default 3) of requests/s, CPU µs per request
+# of the server process (/proc/<pid>/stat) and its ratio to the ceiling of the same round,
+# wrk's p99, and after every gateway run, the changes of the requests answered 200 that
+# are not in Kafka (read back by event_id, benches/load/verify.py), out of how many. Then
+# each binary's p99 at half its median maximum rate (open loop, examples/loadgen.rs).
+#
+#   BEFORE=ce44bde bash benches/before-after.sh          # ~8 minutes, plus the first build
+#   BEFORE=HEAD AFTER_ENV="WABA_GATEWAY__KAFKA__LIBRDKAFKA__COMPRESSION_TYPE=none" \
+#     bash benches/before-after.sh                      # one binary, two settings
+#
+# BEFORE is built once per commit into target/before/<commit> (a git worktree, removed
+# after the build). BEFORE_ENV and AFTER_ENV add gateway settings (VAR=VALUE, space
+# separated) to one side. MODES (spool kafka), ROUNDS, SECONDS_PER_RUN (8), HALF_SECONDS
+# (8; 0 skips the half-rate runs). Only loopback addresses are used; every run stops by
+# itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/load/lib.sh
+
+before_rev=${BEFORE:?set BEFORE to the revision to compare with, e.g. BEFORE=HEAD~3}
+connections=32
+threads=2
+seconds=${SECONDS_PER_RUN:-8}
+half_seconds=${HALF_SECONDS:-8}
+rounds=${ROUNDS:-3}
+modes=${MODES:-"spool kafka"}
+pool=2000
+secret=bench-secret
+gateway_port=18080
+admin_port=19090
+ceiling_port=18081
+broker_port=19092
+brokers=127.0.0.1:$broker_port
+read -r -a before_env <<<"${BEFORE_ENV:-}"
+read -r -a after_env <<<"${AFTER_ENV:-}"
+
+need_wrk
+commit=$(git rev-parse --verify "$before_rev^{commit}")
+before_bin=target/before/$commit/waba-gateway
+if [ ! -x "$before_bin" ]; then
+  tree=$(mktemp -d)
+  git worktree add --quiet --detach "$tree" "$commit"
+  (cd "$tree" && CARGO_TARGET_DIR="$OLDPWD/target/before-build" cargo build --release --quiet --bin waba-gateway) ||
+    { git worktree remove --force "$tree"; exit 1; }
+  mkdir -p "$(dirname "$before_bin")"
+  cp target/before-build/release/waba-gateway "$before_bin"
+  git worktree remove --force "$tree"
+fi
+cargo build --release --quiet --bin waba-gateway --example ceiling --example loadgen --example readback
+after_bin=target/release/waba-gateway
+tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
+
+bench_work
+write_templates "$work" change
+
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+start_broker() {
+  "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  pids+=($!)
+  wait_port $broker_port
+}
+
+# Context switches of process $1 so far, voluntary and not, over all its threads.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
+
+# wrk against URL $1 as run $2 for $3 seconds, measuring process $server: prints
+# "rps cpu_us_per_request p99_us non2xx switches_per_request".
+measure() {
+  local url=$1 run=$2 duration=$3 before after line switched
+  sign_pool "$work/manifest" "$work/pool" "$run" $threads $pool "$secret"
+  switched=$(switches "$server")
+  before=$(cpu_ticks "$server")
+  line=$(WRK_POOL=$work/pool WRK_MANIFEST=$work/manifest WRK_SECRET=$secret WRK_RUN=$run \
+    WRK_REPORT=$work/report-$run wrk -t $threads -c $connections -d "${duration}s" --timeout 10s \
+    -s benches/load/notify.lua "$url" | tail -n 1)
+  after=$(cpu_ticks "$server")
+  switched=$(( $(switches "$server") - switched ))
+  rm -rf "$work/pool"
+  awk -v r="$(field "$line" requests)" -v s="$(field "$line" seconds)" -v b="$before" -v a="$after" \
+    -v t="$(getconf CLK_TCK)" -v p="$(field "$line" p99_us)" -v n="$(field "$line" non2xx)" -v w="$switched" \
+    'BEGIN { r = (r > 0 ? r : 1); printf "%d %.1f %d %d %.2f", r / s, (a - b) * 1e6 / t / r, p, n, w / r }'
+}
+
+# The changes answered 200 in runs $@ that are not in Kafka, once the spool is empty:
+# "missing/expected".
+missing() {
+  local reports=() entries verified
+  for run in "$@"; do reports+=("$work/report-$run"); done
+  for _ in $(seq 600); do
+    entries=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "waba_gateway_spool_entries" { print $2 }')
+    [ "${entries:-0}" = 0 ] && break
+    sleep 0.5
+  done
+  verified=$(VERIFY_POOL=$pool VERIFY_CONNECTIONS=$(( connections / threads + 1 )) \
+    python3 benches/load/verify.py target/release/examples/readback $brokers "$work/manifest" "${reports[@]}")
+  echo "$(field "$verified" missing)/$(field "$verified" expected)"
+}
+
+# One gateway run: binary $1 (before|after), mode $2, tag $3. Prints "rps cpu p99 non2xx
+# switches missing".
+gateway_run() {
+  local side=$1 mode=$2 tag=$3 binary extra result
+  if [ "$side" = before ]; then binary=$before_bin; extra=("${before_env[@]}"); else binary=$after_bin; extra=("${after_env[@]}"); fi
+  start_broker
+  serve_gateway "$binary" "$mode" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log" "${extra[@]}"
+  pids+=("$server")
+  measure "http://127.0.0.1:$gateway_port/webhook" "$tag-warm" 2 >/dev/null
+  result=$(measure "http://127.0.0.1:$gateway_port/webhook" "$tag" "$seconds")
+  echo "$result $(missing "$tag-warm" "$tag")"
+  stop_all
+}
+
+declare -A results
+for round in $(seq "$rounds"); do
+  target/release/examples/ceiling 127.0.0.1:$ceiling_port &
+  server=$!
+  pids+=("$server")
+  wait_port $ceiling_port
+  measure "http://127.0.0.1:$ceiling_port/webhook" "ceiling-warm-$round" 2 >/dev/null
+  ceiling=$(measure "http://127.0.0.1:$ceiling_port/webhook" "ceiling-$round" "$seconds")
+  stop_all
+  echo "  round $round ceiling: $ceiling" >&2
+  results[ceiling]+="$ceiling - -"$'\n'
+  sides="before after"
+  [ $((round % 2)) = 0 ] && sides="after before"
+  for mode in $modes; do
+    for side in $sides; do
+      result=$(gateway_run "$side" "$mode" "$side-$mode-$round")
+      echo "  round $round $side $mode: $result" >&2
+      # The ratio to this round's ceiling, kept with the run.
+      results[$side-$mode]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
+    done
+  done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+column_median() { grep . <<<"$1" | cut -d' ' -f"$2" | median; }
+
+declare -A half
+if [ "$half_seconds" != 0 ]; then
+  for mode in $modes; do
+    for side in before after; do
+      rate=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
+      if [ "$side" = before ]; then binary=$before_bin; extra=("${before_env[@]}"); else binary=$after_bin; extra=("${after_env[@]}"); fi
+      start_broker
+      serve_gateway "$binary" "$mode" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log" "${extra[@]}"
+      pids+=("$server")
+      line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
+      half[$side-$mode]="$rate $(field "$line" p99_ms) $(field "$line" non2xx)"
+      stop_all
+    done
+  done
+fi
+
+echo
+echo "waba-gateway before ($commit${BEFORE_ENV:+, $BEFORE_ENV}) and after ($(git describe --always --dirty)${AFTER_ENV:+, $AFTER_ENV}): $(nproc) cores, wrk $threads threads x $connections connections x ${seconds}s, bodies signed beforehand, tansu (memory), $rounds rounds, medians, $(date -u +%Y-%m-%dT%H:%MZ)"
+printf '%-8s %-7s %9s %10s %9s %10s %9s %7s %-14s %s\n' server mode "req/s" "cpu us/r" "÷ceiling" "switches/r" "p99 ms" non2xx missing "half rate: req/s p99 ms non2xx"
+row() { # name mode rows
+  local rows=$3 missing
+  missing=$(grep . <<<"$rows" | awk '{ split($6, m, "/"); if (m[1] == "-" ) next; if (m[1] == "n/a") na = 1; a += m[1]; b += m[2] } END { print (na ? "n/a" : a) "/" b }')
+  [ "$1" = ceiling ] && missing=-
+  printf '%-8s %-7s %9d %10.1f %9s %10.2f %9.2f %7d %-14s %s\n' "$1" "$2" "$(column_median "$rows" 1)" "$(column_median "$rows" 2)" \
+    "$([ "$1" = ceiling ] && echo 1.00x || echo "$(column_median "$rows" 7)x")" "$(column_median "$rows" 5)" \
+    "$(awk -v p="$(column_median "$rows" 3)" 'BEGIN { print p / 1000 }')" \
+    "$(grep . <<<"$rows" | awk '{ s += $4 } END { print s + 0 }')" "$missing" "${half[$1-$2]:--}"
+}
+row ceiling - "${results[ceiling]}"
+for mode in $modes; do
+  for side in before after; do row "$side" "$mode" "${results[$side-$mode]}"; done
+done
+echo
+echo "cpu us/r: the server's CPU per request; ÷ceiling: its ratio to the ceiling's of the same round (median of the rounds)."
+echo "switches/r: context switches of all the server's threads per request (each a hand-off between threads or a wait)."
+echo "missing: changes of requests answered 200 not found in Kafka by event_id, over all rounds, out of those expected."
+echo "half rate: the open-loop generator at half the median maximum, its p99 and answers other than 200."
