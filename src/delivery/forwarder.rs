@@ -10,8 +10,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Deliverer;
@@ -95,7 +97,9 @@ pub enum Mode {
 async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<Mode>) {
     let mut cursor = 0;
     let mut retries: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut in_flight: JoinSet<(u64, u64, Result<(), PublishError>)> = JoinSet::new();
+    // Polled by this task itself: an acknowledgement wakes the forwarder, with no task of
+    // its own per entry to spawn and to join.
+    let mut in_flight: FuturesUnordered<Publication> = FuturesUnordered::new();
     let mut in_flight_bytes: u64 = 0;
     let mut failures: u32 = 0;
     let mut blocked_until: Option<Instant> = None;
@@ -129,11 +133,13 @@ async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<
                 match dispatch(&spool, &deliverer, seq).await {
                     Ok(Some((bytes, publication))) => {
                         in_flight_bytes += bytes;
-                        in_flight.spawn(publication);
+                        in_flight.push(publication);
                         blocked_until = None;
                         // Dispatching never waits when Kafka keeps up: give the worker
-                        // thread back so that requests are not queued behind a backlog.
-                        tokio::task::yield_now().await;
+                        // thread back once the task's budget is spent, so that requests
+                        // are not queued behind a backlog (a yield per entry would poll
+                        // the I/O driver per entry).
+                        tokio::task::consume_budget().await;
                     }
                     Ok(None) => {}
                     Err(error) => {
@@ -155,8 +161,7 @@ async fn run(spool: Arc<Spool>, deliverer: Deliverer, mut mode: watch::Receiver<
         let next_retry = retries.front().map(|(_, at)| *at).into_iter();
         let wake_at = next_retry.chain(blocked_until).min();
         tokio::select! {
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((seq, bytes, result)) = done else { continue };
+            Some((seq, bytes, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 in_flight_bytes -= bytes;
                 match result {
                     Ok(()) => {
