@@ -181,19 +181,40 @@ pub const PIECE: usize = 16 * 1024;
 pub struct Pieces {
     pieces: Vec<Vec<u8>>,
     len: usize,
+    /// The length the request declared (`Content-Length`), when it did.
+    declared: Option<usize>,
 }
 
 impl Pieces {
+    /// Pieces for a body that declared its length: the last piece is no larger than what
+    /// is still to come, so that a body of less than a piece is received into a buffer of
+    /// its exact size (most are: nothing to shrink or copy afterwards).
+    pub fn expecting(declared: Option<u64>) -> Self {
+        Self {
+            declared: declared.and_then(|length| usize::try_from(length).ok()),
+            ..Self::default()
+        }
+    }
+
     /// Copies `data` in, taking a piece from `held` whenever the last one is full; `false`
     /// when the budget has no room for the next piece (what fitted was kept).
     pub fn extend(&mut self, mut data: &[u8], held: &mut Held) -> bool {
         while !data.is_empty() {
-            let room = self.pieces.last().map_or(0, |piece| PIECE - piece.len());
+            let room = self
+                .pieces
+                .last()
+                .map_or(0, |piece| piece.capacity() - piece.len());
             if room == 0 {
-                if !held.grow(PIECE) {
+                // A body longer than it declared (the HTTP layer refuses those) still
+                // arrives, in whole pieces.
+                let size = match self.declared {
+                    Some(declared) if declared > self.len => (declared - self.len).min(PIECE),
+                    _ => PIECE,
+                };
+                if !held.grow(size) {
                     return false;
                 }
-                self.pieces.push(Vec::with_capacity(PIECE));
+                self.pieces.push(Vec::with_capacity(size));
                 continue;
             }
             let (now, rest) = data.split_at(room.min(data.len()));
@@ -305,6 +326,39 @@ mod tests {
         assert_eq!(&joined[..body.len()], &body[..]);
         drop(held);
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn a_body_of_declared_length_takes_pieces_no_larger_than_what_is_to_come() {
+        let (budget, gauge) = budget(4 * PIECE as u64);
+        let mut held = budget.hold();
+        let small: Vec<u8> = (0..1500).map(|i| i as u8).collect();
+        let mut pieces = Pieces::expecting(Some(1500));
+        assert!(pieces.extend(&small[..700], &mut held));
+        assert!(pieces.extend(&small[700..], &mut held));
+        assert_eq!(gauge.get(), 1500, "counted at its declared length");
+        assert_eq!(pieces.parts().len(), 1);
+        assert_eq!(
+            pieces.parts()[0].capacity(),
+            1500,
+            "no spare room to shrink"
+        );
+        assert_eq!(pieces.into_bytes(), small);
+        drop(held);
+
+        let mut held = budget.hold();
+        let large: Vec<u8> = (0..2 * PIECE + 10).map(|i| i as u8).collect();
+        let mut pieces = Pieces::expecting(Some(large.len() as u64));
+        assert!(pieces.extend(&large, &mut held));
+        let sizes: Vec<usize> = pieces.parts().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [PIECE, PIECE, 10]);
+        assert_eq!(gauge.get(), large.len() as i64);
+        // More than declared still arrives, in whole pieces.
+        assert!(pieces.extend(&[1, 2, 3], &mut held));
+        assert_eq!(gauge.get(), (large.len() + PIECE) as i64);
+        let mut expected = large.clone();
+        expected.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(pieces.into_bytes(), expected);
     }
 
     #[tokio::test(start_paused = true)]

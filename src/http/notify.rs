@@ -80,7 +80,7 @@ impl Gateway {
         if declared.is_some_and(|length| length > limit) {
             return Err(ApiError::BodyTooLarge(limit));
         }
-        let mut pieces = Pieces::default();
+        let mut pieces = Pieces::expecting(declared);
         let mut held = self.receive_budget.hold();
         let body = request.into_body();
         let read = async {
