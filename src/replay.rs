@@ -472,7 +472,9 @@ async fn replay_one(
         summary.skipped += 1;
         return Ok(false);
     }
-    let app = header(headers::APP).unwrap_or_else(|| "default".to_owned());
+    let app: std::sync::Arc<str> = header(headers::APP)
+        .unwrap_or_else(|| "default".to_owned())
+        .into();
     let received_at = header(headers::RECEIVED_AT)
         .and_then(|text| humantime::parse_rfc3339_weak(&text).ok())
         .or(written)

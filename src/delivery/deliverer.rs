@@ -78,7 +78,7 @@ impl Deliverer {
     /// on.
     pub async fn enqueue(
         &self,
-        app: &str,
+        app: &Arc<str>,
         body: &[u8],
         received_at: SystemTime,
         trace: Option<&SpanContext>,
@@ -93,7 +93,7 @@ impl Deliverer {
     /// children of (for a replay, the one in the dead letter's `traceparent`).
     pub async fn enqueue_records(
         &self,
-        app: &str,
+        app: &Arc<str>,
         mut records: Vec<Record>,
         deadletter: Option<&'static str>,
         trace: Option<&SpanContext>,
@@ -115,7 +115,7 @@ impl Deliverer {
         };
         Ok(Pending {
             publication,
-            app: app.to_owned(),
+            app: app.clone(),
             fields,
             deadletter,
             metrics: self.metrics.clone(),
@@ -183,7 +183,7 @@ pub(crate) fn carry(record: &mut Record, span: &SpanContext) {
 /// One notification's records, enqueued and awaiting Kafka.
 pub struct Pending {
     publication: Publication,
-    app: String,
+    app: Arc<str>,
     fields: Vec<&'static str>,
     deadletter: Option<&'static str>,
     metrics: Arc<Metrics>,

@@ -66,7 +66,7 @@ impl Intake {
     /// the request's span `trace` (when tracing is on).
     pub async fn accept(
         &self,
-        app: &str,
+        app: &Arc<str>,
         body: Bytes,
         received_at: SystemTime,
         trace: Option<&SpanContext>,
@@ -74,7 +74,7 @@ impl Intake {
         match self {
             Self::Spooled { spool, tracer } => {
                 let entry = Entry {
-                    app: app.to_owned(),
+                    app: app.clone(),
                     received_at_ms: crate::epoch::ms(received_at),
                     body,
                     // The forwarder's PRODUCER spans are children of the request's span,
@@ -101,7 +101,7 @@ impl Intake {
             Self::Queued { deliverer, timeout } => {
                 let enqueued = deliverer.enqueue(app, &body, received_at, trace);
                 let pending = within(*timeout, "take the records", enqueued).await?;
-                let app = app.to_owned();
+                let app = app.clone();
                 let log_span = trace.map(SpanContext::log_span);
                 tokio::spawn(telemetry::within(log_span, async move {
                     if let Err(error) = pending.finish().await {

@@ -213,6 +213,12 @@ impl Gateway {
         })
     }
 
+    /// Whether requests are to carry their connection's [`Peer`]: for the allowlist, and
+    /// for the SERVER span's `client.address`.
+    pub(crate) fn reads_peer(&self) -> bool {
+        self.sources.is_some() || self.tracer.enabled()
+    }
+
     /// Refuses an app's request from a client outside the allowlist.
     fn check_source<B>(&self, request: &Request<B>) -> Result<(), ApiError> {
         let (Some(sources), Some(Peer(peer))) = (&self.sources, request.extensions().get()) else {

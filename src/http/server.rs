@@ -205,10 +205,13 @@ impl Connection {
             watcher,
             permit: _permit,
         } = self;
-        let peer = Peer(peer.ip());
+        // Only what reads it gets the peer: an extension is two allocations per request.
+        let peer = gateway.reads_peer().then_some(Peer(peer.ip()));
         let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let gateway = gateway.clone();
-            request.extensions_mut().insert(peer);
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             async move { Ok::<_, Infallible>(gateway.handle(listener, request).await) }
         });
         let served = match tls {

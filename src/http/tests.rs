@@ -177,7 +177,7 @@ async fn spool_mode_answers_200_with_the_body_on_the_spool_byte_for_byte() {
     assert_eq!(status, StatusCode::OK);
     let spool = handler.delivery.spool().expect("a spool in spool mode");
     let entry = spool.read(0).expect("readable").expect("an entry");
-    assert_eq!((entry.app.as_str(), &entry.body[..]), ("default", BODY));
+    assert_eq!((&*entry.app, &entry.body[..]), ("default", BODY));
     assert!(
         handler.memory.records().is_empty(),
         "the forwarder publishes, not the handler"

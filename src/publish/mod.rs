@@ -137,7 +137,7 @@ impl Sink {
     /// nothing more enqueued, when the producer cannot take a record.
     pub async fn enqueue(
         &self,
-        app: &str,
+        app: &Arc<str>,
         mut records: Vec<Record>,
     ) -> Result<Publication, PublishError> {
         let mut topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
@@ -179,7 +179,7 @@ impl Sink {
         }
         Ok(Publication {
             sink: self.clone(),
-            app: app.into(),
+            app: app.clone(),
             records,
             deliveries,
             spans: Vec::new(),

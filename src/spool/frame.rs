@@ -28,7 +28,7 @@ const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024 + 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     /// The app it came in for.
-    pub app: String,
+    pub app: std::sync::Arc<str>,
     /// When it came in, in milliseconds since the Unix epoch.
     pub received_at_ms: u64,
     /// The verified raw body.
@@ -150,7 +150,7 @@ pub fn decode(frame: &[u8]) -> Option<(u64, Entry)> {
     Some((
         seq,
         Entry {
-            app: app.to_owned(),
+            app: app.into(),
             received_at_ms: u64::from_le_bytes(at.try_into().ok()?),
             body: bytes::Bytes::copy_from_slice(payload.get(body_at..)?),
             trace,
@@ -164,7 +164,7 @@ mod tests {
 
     fn entry(body: &[u8]) -> Entry {
         Entry {
-            app: "default".to_owned(),
+            app: "default".into(),
             received_at_ms: 1_795_316_939_761,
             body: bytes::Bytes::copy_from_slice(body),
             trace: None,
@@ -218,7 +218,7 @@ mod tests {
     fn the_largest_entry_with_the_longest_trace_is_one_valid_frame() {
         let state = format!("a={}", "b".repeat(510));
         let largest = Entry {
-            app: "x".repeat(255),
+            app: "x".repeat(255).into(),
             received_at_ms: 1,
             body: bytes::Bytes::from(vec![b' '; 64 * 1024 * 1024]),
             trace: SpanContext::from_headers(

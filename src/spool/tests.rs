@@ -21,7 +21,7 @@ fn entry(n: usize, size: usize) -> Entry {
     let mut body = format!("{{\"n\":{n}}}").into_bytes();
     body.resize(size.max(body.len()), b' ');
     Entry {
-        app: "default".to_owned(),
+        app: "default".into(),
         received_at_ms: 1_795_000_000_000 + n as u64,
         body: body.into(),
         trace: None,
@@ -296,7 +296,7 @@ mod format_v1 {
         for (seq, app, name) in expected_bodies {
             assert_eq!(spool.next_at_or_after(next), Some(seq));
             let entry = spool.read(seq).expect("reads").expect("unreleased");
-            assert_eq!(entry.app, app);
+            assert_eq!(&*entry.app, app);
             assert_eq!(entry.received_at_ms, 1_795_000_000_000 + seq * 1000);
             let body = std::fs::read(fixture("tests/fixtures").join(name)).expect("body");
             assert_eq!(entry.body, body, "entry {seq} is {name} byte for byte");
@@ -375,7 +375,7 @@ mod format_v1 {
         assert_eq!(spool.unreleased(), 0);
         let appended = spool
             .append(Entry {
-                app: "default".to_owned(),
+                app: "default".into(),
                 received_at_ms: 1,
                 body: bytes::Bytes::from_static(b"{}"),
                 trace: None,
@@ -495,7 +495,7 @@ mod format_traced {
         for (seq, app, name, trace) in expected {
             assert_eq!(spool.next_at_or_after(next), Some(seq));
             let entry = spool.read(seq).expect("reads").expect("unreleased");
-            assert_eq!(entry.app, app);
+            assert_eq!(&*entry.app, app);
             assert_eq!(entry.received_at_ms, 1_796_000_000_000 + seq * 1000);
             let body = std::fs::read(root.join("tests/fixtures").join(name)).expect("body");
             assert_eq!(entry.body, body, "entry {seq} is {name} byte for byte");
