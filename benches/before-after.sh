@@ -14,6 +14,12 @@
 #   BEFORE=ce44bde bash benches/before-after.sh          # ~8 minutes, plus the first build
 #   BEFORE=HEAD AFTER_ENV="WABA_GATEWAY__KAFKA__LIBRDKAFKA__COMPRESSION_TYPE=none" \
 #     bash benches/before-after.sh                      # one binary, two settings
+#   PEER=1 BEFORE=ce44bde bash benches/before-after.sh  # and the Express peer each round
+#
+# PEER=1 adds to every round benches/peer/express.js, a receiver written the usual Node
+# way (Express, kafkajs, 200 once Kafka has the records), measured the same way (its
+# records are not read back: they carry no event_id). Express and kafkajs are installed
+# from npm into the tools cache when missing.
 #
 # BEFORE is built once per commit into target/before/<commit> (a git worktree, removed
 # after the build). BEFORE_ENV and AFTER_ENV add gateway settings (VAR=VALUE, space
@@ -38,6 +44,8 @@ admin_port=19090
 ceiling_port=18081
 broker_port=19092
 brokers=127.0.0.1:$broker_port
+peer=${PEER:-0}
+peer_port=18082
 read -r -a before_env <<<"${BEFORE_ENV:-}"
 read -r -a after_env <<<"${AFTER_ENV:-}"
 
@@ -56,6 +64,10 @@ fi
 cargo build --release --quiet --bin waba-gateway --example ceiling --example loadgen --example readback
 after_bin=target/release/waba-gateway
 tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
+if [ "$peer" = 1 ]; then
+  node_path="$(bash tests/tools/install-npm-package.sh express 4.21.2 express-4.21.2 | tail -n 1)"
+  node_path+=":$(bash tests/tools/install-npm-package.sh kafkajs 2.2.4 kafkajs-2.2.4 | tail -n 1)"
+fi
 
 bench_work
 write_templates "$work" change
@@ -121,6 +133,20 @@ gateway_run() {
   stop_all
 }
 
+# The Express peer, on a fresh broker: prints "rps cpu p99 non2xx switches -".
+peer_run() {
+  local result
+  start_broker
+  NODE_PATH=$node_path node benches/peer/express.js $peer_port "$brokers" "$secret" 2>>"$work/peer.log" &
+  server=$!
+  pids+=("$server")
+  wait_port $peer_port
+  measure "http://127.0.0.1:$peer_port/webhook" "$1-warm" 2 >/dev/null
+  result=$(measure "http://127.0.0.1:$peer_port/webhook" "$1" "$seconds")
+  echo "$result -"
+  stop_all
+}
+
 declare -A results
 for round in $(seq "$rounds"); do
   target/release/examples/ceiling 127.0.0.1:$ceiling_port &
@@ -142,6 +168,11 @@ for round in $(seq "$rounds"); do
       results[$side-$mode]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
     done
   done
+  if [ "$peer" = 1 ]; then
+    result=$(peer_run "express-$round")
+    echo "  round $round express: $result" >&2
+    results[express]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
+  fi
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -169,7 +200,7 @@ printf '%-8s %-7s %9s %10s %9s %10s %9s %7s %-14s %s\n' server mode "req/s" "cpu
 row() { # name mode rows
   local rows=$3 missing
   missing=$(grep . <<<"$rows" | awk '{ split($6, m, "/"); if (m[1] == "-" ) next; if (m[1] == "n/a") na = 1; a += m[1]; b += m[2] } END { print (na ? "n/a" : a) "/" b }')
-  [ "$1" = ceiling ] && missing=-
+  [ "$1" = ceiling ] || [ "$1" = express ] && missing=-
   printf '%-8s %-7s %9d %10.1f %9s %10.2f %9.2f %7d %-14s %s\n' "$1" "$2" "$(column_median "$rows" 1)" "$(column_median "$rows" 2)" \
     "$([ "$1" = ceiling ] && echo 1.00x || echo "$(column_median "$rows" 7)x")" "$(column_median "$rows" 5)" \
     "$(awk -v p="$(column_median "$rows" 3)" 'BEGIN { print p / 1000 }')" \
@@ -179,8 +210,10 @@ row ceiling - "${results[ceiling]}"
 for mode in $modes; do
   for side in before after; do row "$side" "$mode" "${results[$side-$mode]}"; done
 done
+[ "$peer" = 1 ] && row express kafka "${results[express]}"
 echo
 echo "cpu us/r: the server's CPU per request; ÷ceiling: its ratio to the ceiling's of the same round (median of the rounds)."
 echo "switches/r: context switches of all the server's threads per request (each a hand-off between threads or a wait)."
 echo "missing: changes of requests answered 200 not found in Kafka by event_id, over all rounds, out of those expected."
+[ "$peer" = 1 ] && echo "express: benches/peer/express.js (Express 4, kafkajs 2.2.4), 200 once Kafka has the records."
 echo "half rate: the open-loop generator at half the median maximum, its p99 and answers other than 200."
