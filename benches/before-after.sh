@@ -72,16 +72,6 @@ fi
 bench_work
 write_templates "$work" change
 
-stop_all() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-start_broker() {
-  "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-  pids+=($!)
-  wait_port $broker_port
-}
 
 # Context switches of process $1 so far, voluntary and not, over all its threads.
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
@@ -104,32 +94,24 @@ measure() {
     'BEGIN { r = (r > 0 ? r : 1); printf "%d %.1f %d %d %.2f", r / s, (a - b) * 1e6 / t / r, p, n, w / r }'
 }
 
-# The changes answered 200 in runs $@ that are not in Kafka, once the spool is empty:
-# "missing/expected".
-missing() {
-  local reports=() entries verified
-  for run in "$@"; do reports+=("$work/report-$run"); done
-  for _ in $(seq 600); do
-    entries=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "waba_gateway_spool_entries" { print $2 }')
-    [ "${entries:-0}" = 0 ] && break
-    sleep 0.5
-  done
-  verified=$(VERIFY_POOL=$pool VERIFY_CONNECTIONS=$(( connections / threads + 1 )) \
-    python3 benches/load/verify.py target/release/examples/readback $brokers "$work/manifest" "${reports[@]}")
-  echo "$(field "$verified" missing)/$(field "$verified" expected)"
+# Starts a fresh broker and side $1's gateway (before|after) in ack mode $2, with that
+# side's extra settings; sets $server.
+start_side() {
+  local binary=$after_bin extra=("${after_env[@]}")
+  [ "$1" = before ] && binary=$before_bin extra=("${before_env[@]}")
+  start_broker
+  serve_gateway "$binary" "$2" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log" "${extra[@]}"
+  pids+=("$server")
 }
 
-# One gateway run: binary $1 (before|after), mode $2, tag $3. Prints "rps cpu p99 non2xx
+# One gateway run: side $1 (before|after), mode $2, tag $3. Prints "rps cpu p99 non2xx
 # switches missing".
 gateway_run() {
-  local side=$1 mode=$2 tag=$3 binary extra result
-  if [ "$side" = before ]; then binary=$before_bin; extra=("${before_env[@]}"); else binary=$after_bin; extra=("${after_env[@]}"); fi
-  start_broker
-  serve_gateway "$binary" "$mode" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log" "${extra[@]}"
-  pids+=("$server")
+  local side=$1 mode=$2 tag=$3 result
+  start_side "$side" "$mode"
   measure "http://127.0.0.1:$gateway_port/webhook" "$tag-warm" 2 >/dev/null
   result=$(measure "http://127.0.0.1:$gateway_port/webhook" "$tag" "$seconds")
-  echo "$result $(missing "$tag-warm" "$tag")"
+  echo "$result $(missing_changes "$work/manifest" $pool "$tag-warm" "$tag")"
   stop_all
 }
 
@@ -183,10 +165,7 @@ if [ "$half_seconds" != 0 ]; then
   for mode in $modes; do
     for side in before after; do
       rate=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
-      if [ "$side" = before ]; then binary=$before_bin; extra=("${before_env[@]}"); else binary=$after_bin; extra=("${after_env[@]}"); fi
-      start_broker
-      serve_gateway "$binary" "$mode" "$work/spool" "$brokers" $gateway_port $admin_port "$work/gateway.log" "${extra[@]}"
-      pids+=("$server")
+      start_side "$side" "$mode"
       line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
       half[$side-$mode]="$rate $(field "$line" p99_ms) $(field "$line" non2xx)"
       stop_all

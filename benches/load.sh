@@ -82,16 +82,6 @@ open(f"{work}/manifest-big", "w").write(f"1000 {work}/big.json\n")
 PY
 big_kb=$(( $(stat -c %s "$work/big.json") / 1024 ))
 
-stop_all() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-start_broker() {
-  "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-  pids+=($!)
-  wait_port $broker_port
-}
 # Starts the gateway in ack mode $1 on a fresh spool; sets $server.
 start_gateway() {
   local codec=()
@@ -128,22 +118,12 @@ measure() {
     'BEGIN { printf "cpu_us_per_request=%.1f peak_rss_mb=%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1), h / 1024 }')"
 }
 # How many changes of the requests answered 200 in runs $2... (manifest $1) are not in
-# Kafka, read back by event_id (examples/readback.rs) once the spool, if any, is empty,
-# out of how many: "missing/expected".
+# Kafka: "missing/expected" (missing_changes, benches/load/lib.sh).
 missing() {
-  local manifest=$1 reports=()
+  local manifest=$1 presigned=0
   shift
-  for run in "$@"; do reports+=("$work/report-$run"); done
-  for _ in $(seq 600); do
-    entries=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "waba_gateway_spool_entries" { print $2 }')
-    [ "${entries:-0}" = 0 ] && break
-    sleep 0.5
-  done
-  local presigned=0
   [ "$manifest" = "$work/manifest" ] && presigned=$pool
-  local verified
-  verified=$(VERIFY_POOL=$presigned VERIFY_CONNECTIONS=$(( connections / threads + 1 )) python3 benches/load/verify.py target/release/examples/readback $brokers "$manifest" "${reports[@]}")
-  echo "$(field "$verified" missing)/$(field "$verified" expected)"
+  missing_changes "$manifest" "$presigned" "$@"
 }
 
 # Latency against rate for the server at URL $1 whose maximum under wrk is $2 requests/s:

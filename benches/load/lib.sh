@@ -101,6 +101,42 @@ serve_gateway() {
   return 1
 }
 
+# Stops the processes started ($pids) and waits for each.
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+
+# Starts $tansu with memory storage on $brokers (port $broker_port), logging to
+# $work/tansu.log, and waits until it listens.
+start_broker() {
+  "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  pids+=($!)
+  wait_port "$broker_port"
+}
+
+#   missing_changes MANIFEST POOL RUN...
+#
+# How many changes of the requests answered 200 in runs RUN... (their wrk reports in
+# $work/report-RUN, notifications of MANIFEST, POOL pre-signed ones per wrk thread, 0 if
+# signed in wrk) are not in Kafka ($brokers), read back by event_id (examples/readback.rs,
+# benches/load/verify.py) once the gateway's spool (admin port $admin_port) is empty, out
+# of how many: "missing/expected".
+missing_changes() {
+  local manifest=$1 presigned=$2 reports=() entries verified
+  shift 2
+  for run in "$@"; do reports+=("$work/report-$run"); done
+  for _ in $(seq 600); do
+    entries=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '$1 == "waba_gateway_spool_entries" { print $2 }')
+    [ "${entries:-0}" = 0 ] && break
+    sleep 0.5
+  done
+  verified=$(VERIFY_POOL=$presigned VERIFY_CONNECTIONS=$(( connections / threads + 1 )) \
+    python3 benches/load/verify.py target/release/examples/readback "$brokers" "$manifest" "${reports[@]}")
+  echo "$(field "$verified" missing)/$(field "$verified" expected)"
+}
+
 # A field "name=value" of a line of such pairs: `field "$line" requests`.
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 
