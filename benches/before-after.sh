@@ -72,7 +72,6 @@ fi
 bench_work
 write_templates "$work" change
 
-
 # Context switches of process $1 so far, voluntary and not, over all its threads.
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
 
@@ -122,7 +121,7 @@ peer_run() {
   NODE_PATH=$node_path node benches/peer/express.js $peer_port "$brokers" "$secret" 2>>"$work/peer.log" &
   server=$!
   pids+=("$server")
-  wait_port $peer_port
+  wait_port $peer_port || { echo "the Express peer did not start; its log:" >&2; cat "$work/peer.log" >&2; exit 1; }
   measure "http://127.0.0.1:$peer_port/webhook" "$1-warm" 2 >/dev/null
   result=$(measure "http://127.0.0.1:$peer_port/webhook" "$1" "$seconds")
   echo "$result -"
