@@ -165,8 +165,11 @@ if [ "$half_seconds" != 0 ]; then
     for side in before after; do
       rate=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
       start_side "$side" "$mode"
+      ticks=$(cpu_ticks "$server")
       line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
-      half[$side-$mode]="$rate $(field "$line" p99_ms) $(field "$line" non2xx)"
+      cpu=$(awk -v a="$(cpu_ticks "$server")" -v b="$ticks" -v t="$(getconf CLK_TCK)" -v r="$(field "$line" requests)" \
+        'BEGIN { printf "%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1) }')
+      half[$side-$mode]="$rate $(field "$line" p99_ms) $(field "$line" non2xx) $cpu"
       stop_all
     done
   done
@@ -174,7 +177,7 @@ fi
 
 echo
 echo "waba-gateway before ($commit${BEFORE_ENV:+, $BEFORE_ENV}) and after ($(git describe --always --dirty)${AFTER_ENV:+, $AFTER_ENV}): $(nproc) cores, wrk $threads threads x $connections connections x ${seconds}s, bodies signed beforehand, tansu (memory), $rounds rounds, medians, $(date -u +%Y-%m-%dT%H:%MZ)"
-printf '%-8s %-7s %9s %10s %9s %10s %9s %7s %-14s %s\n' server mode "req/s" "cpu us/r" "÷ceiling" "switches/r" "p99 ms" non2xx missing "half rate: req/s p99 ms non2xx"
+printf '%-8s %-7s %9s %10s %9s %10s %9s %7s %-14s %s\n' server mode "req/s" "cpu us/r" "÷ceiling" "switches/r" "p99 ms" non2xx missing "half rate: req/s p99 ms non2xx cpu us/r"
 row() { # name mode rows
   local rows=$3 missing
   missing=$(grep . <<<"$rows" | awk '{ split($6, m, "/"); if (m[1] == "-" ) next; if (m[1] == "n/a") na = 1; a += m[1]; b += m[2] } END { print (na ? "n/a" : a) "/" b }')
@@ -194,4 +197,4 @@ echo "cpu us/r: the server's CPU per request; ÷ceiling: its ratio to the ceilin
 echo "switches/r: context switches of all the server's threads per request (each a hand-off between threads or a wait)."
 echo "missing: changes of requests answered 200 not found in Kafka by event_id, over all rounds, out of those expected."
 [ "$peer" = 1 ] && echo "express: benches/peer/express.js (Express 4, kafkajs 2.2.4), 200 once Kafka has the records."
-echo "half rate: the open-loop generator at half the median maximum, its p99 and answers other than 200."
+echo "half rate: the open-loop generator at half the median maximum, its p99, answers other than 200, and the server's CPU per request."

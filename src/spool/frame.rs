@@ -114,6 +114,12 @@ pub fn scan(data: &[u8]) -> Scanned {
     Scanned::Frame { seq, len }
 }
 
+/// Whether `data`, what follows the last frame of a segment, is the zeroed room the writer
+/// keeps ahead of its entries: zeros only. No frame starts with a zero byte.
+pub fn is_room(data: &[u8]) -> bool {
+    data.iter().all(|&byte| byte == 0)
+}
+
 /// The position of the next valid frame after a corrupt one, if any: resynchronises on
 /// the magic number and a matching CRC.
 pub fn resync(data: &[u8], from: usize) -> Option<usize> {

@@ -91,7 +91,9 @@ pub(super) fn start_segment(dir: &Path, state: &mut State) -> Result<File, Spool
     let path = dir.join(format!("{first:020}.seg"));
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        // Written by position; never emptied (see `write_loop` on a name already taken).
+        .truncate(false)
+        .write(true)
         .read(true)
         .open(&path)?;
     File::open(dir)?.sync_all()?;

@@ -39,6 +39,11 @@ pub(super) fn recover_segment(
     let mut keep = false;
     let mut valid_bytes = data.len();
     while offset < data.len() {
+        if frame::is_room(&data[offset..]) {
+            // The zeroed room ahead of the last entry, left by a crash or a failed cut.
+            valid_bytes = offset;
+            break;
+        }
         match frame::scan(&data[offset..]) {
             frame::Scanned::Frame { seq, len } => {
                 if seq >= checkpoint.watermark {
@@ -57,12 +62,23 @@ pub(super) fn recover_segment(
                 state.next_seq = state.next_seq.max(seq + 1);
                 offset += len;
             }
-            frame::Scanned::Torn if newest => {
+            // A write cut short inside the zeroed room leaves a frame that ends in the
+            // room's zeros rather than at the end of the file: a torn tail too.
+            scanned @ (frame::Scanned::Torn | frame::Scanned::Corrupt)
+                if newest
+                    && (scanned == frame::Scanned::Torn || data.last() == Some(&0))
+                    && frame::resync(&data, offset).is_none() =>
+            {
                 // A write cut short by a crash is never acknowledged (the answer waits for
                 // the sync); damage to the end of an acknowledged entry looks the same. The
                 // bytes are kept before the cut, so that neither is lost unseen.
-                let bytes = data.len() - offset;
-                match quarantine(dir, first, offset as u64, &data[offset..]) {
+                // Without the room's zeros after it.
+                let torn = data[offset..]
+                    .iter()
+                    .rposition(|&byte| byte != 0)
+                    .map_or(&data[offset..], |last| &data[offset..=offset + last]);
+                let bytes = torn.len();
+                match quarantine(dir, first, offset as u64, torn) {
                     Ok(at) => {
                         tracing::warn!(path = %path.display(), offset, bytes, quarantine = %at.display(), "the end of the newest spool segment is not a whole entry: copied to quarantine, then cut off. A write cut short by a crash was never acknowledged (Meta sends it again); if the disk was damaged instead, the copy holds what is left of an entry");
                         recovery.quarantined += 1;

@@ -97,9 +97,12 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
             continue;
         }
         let data = std::fs::read(&path)?;
-        status.bytes += data.len() as u64;
         let mut offset = 0;
         while offset < data.len() {
+            if frame::is_room(&data[offset..]) {
+                // The zeroed room ahead of the active segment's entries.
+                break;
+            }
             let Scanned::Frame { seq, len } = frame::scan(&data[offset..]) else {
                 let next = frame::resync(&data, offset);
                 let end = next.unwrap_or(data.len());
@@ -124,6 +127,7 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
             }
             offset += len;
         }
+        status.bytes += offset as u64;
     }
     status.oldest_entry_age_seconds = oldest.map(crate::epoch::age_secs);
     Ok(status)

@@ -190,6 +190,119 @@ async fn a_torn_write_at_the_end_is_truncated_on_open() {
     );
 }
 
+/// The bytes of `entry(n, 50)`'s frame: header, app length, "default", time, body.
+const FRAME_OF_50: u64 = (frame::HEADER_BYTES + 1 + 7 + 8 + 50) as u64;
+
+/// What a crash leaves of the spool open in `dir`: a copy of its segments and checkpoint
+/// as they are on disk now (its lock is the live process's, not copied).
+fn crash_image(dir: &Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().expect("dir");
+    for entry in std::fs::read_dir(dir).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() && path.file_name().is_some_and(|name| name != lock::LOCK_FILE) {
+            std::fs::copy(&path, image.path().join(path.file_name().expect("a name")))
+                .expect("copy");
+        }
+    }
+    image
+}
+
+#[tokio::test]
+async fn the_active_segment_keeps_zeroed_room_that_a_crash_leaves_and_recovery_cuts_off() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (spool, ..) = open(dir.path(), 64 << 20);
+    for n in 0..3 {
+        spool.append(entry(n, 50)).await.expect("appended");
+    }
+    let active = segments(dir.path()).pop().expect("a segment");
+    let data = std::fs::read(&active).expect("read");
+    assert_eq!(
+        data.len() as u64,
+        FRAME_OF_50 + 1024 * 1024,
+        "a mebibyte of room made after the first entry; the next two written into it"
+    );
+    assert!(frame::is_room(&data[3 * FRAME_OF_50 as usize..]));
+    let status = status::read(dir.path()).expect("status");
+    assert_eq!(
+        (status.entries, status.bytes, status.unreadable.len()),
+        (3, 3 * FRAME_OF_50, 0),
+        "the room is neither entries nor unreadable"
+    );
+
+    let image = crash_image(dir.path());
+    let (recovered, recovery, ..) = open(image.path(), 64 << 20);
+    assert_eq!(
+        recovery,
+        Recovery {
+            replayed: 3,
+            torn_bytes: 0,
+            quarantined: 0
+        }
+    );
+    assert_eq!(recovered.read(2).expect("read"), Some(entry(2, 50)));
+    assert_eq!(
+        std::fs::metadata(image.path().join(active.file_name().expect("a name")))
+            .expect("segment")
+            .len(),
+        3 * FRAME_OF_50,
+        "the room cut off"
+    );
+    assert_eq!(recovered.append(entry(3, 50)).await.expect("appended"), 3);
+    recovered.close();
+
+    // Leaving the segment cuts its room too.
+    spool.close();
+    assert_eq!(
+        std::fs::metadata(&active).expect("segment").len(),
+        3 * FRAME_OF_50
+    );
+}
+
+#[tokio::test]
+async fn a_write_torn_inside_the_room_is_cut_off_as_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (spool, ..) = open(dir.path(), 64 << 20);
+    for n in 0..3 {
+        spool.append(entry(n, 50)).await.expect("appended");
+    }
+    let image = crash_image(dir.path());
+    spool.close();
+    let newest = segments(image.path()).pop().expect("a segment");
+    let mut torn = Vec::new();
+    frame::encode(3, &entry(3, 50), &mut torn);
+    torn.truncate(torn.len() - 7);
+    let file = OpenOptions::new().write(true).open(&newest).expect("open");
+    file.write_all_at(&torn, 3 * FRAME_OF_50).expect("write");
+    drop(file);
+
+    let (spool, recovery, ..) = open(image.path(), 64 << 20);
+    assert_eq!(
+        recovery,
+        Recovery {
+            replayed: 3,
+            torn_bytes: torn.len() as u64,
+            quarantined: 1
+        }
+    );
+    assert_eq!(spool.read(2).expect("read"), Some(entry(2, 50)));
+    let kept: Vec<PathBuf> = std::fs::read_dir(image.path().join("quarantine"))
+        .expect("dir")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(&kept[0]).expect("read"),
+        torn,
+        "copied without the room's zeros"
+    );
+    assert_eq!(
+        std::fs::metadata(&newest).expect("segment").len(),
+        3 * FRAME_OF_50,
+        "cut off"
+    );
+    spool.close();
+}
+
 #[tokio::test]
 async fn corrupt_bytes_in_the_middle_are_quarantined_and_the_rest_replayed() {
     let dir = tempfile::tempdir().expect("dir");

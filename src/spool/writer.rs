@@ -1,9 +1,16 @@
 //! The writer thread: group commit. Every append waiting is written with one `write` and
 //! one `fdatasync`, then all of them are answered; released segments are deleted between
 //! two commits.
+//!
+//! Room ahead: the active segment is kept zeroed (written and synced) up to a mebibyte
+//! beyond its last entry, and a batch overwrites that room. A write that grows the file
+//! makes `fdatasync` write the inode and allocate blocks too, a second synchronous write
+//! per commit; a write into room already on disk makes it flush the data alone. The room
+//! is cut off when the segment is left and when the spool closes; after a crash, recovery
+//! takes zeros after the last entry as the room they are (`frame::is_room`).
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -16,6 +23,12 @@ use super::{Entry, Spool, SpoolError, frame};
 
 /// Appends larger than this go in the next write.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// At most this much zeroed room is kept ahead of the active segment's last entry.
+const ROOM_BYTES: u64 = 1024 * 1024;
+
+/// Zeros to write the room with, a piece at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// An append written and synced: its answer, its entry and where it is.
 type Accepted = (oneshot::Sender<Result<u64, SpoolError>>, Entry, Slot);
@@ -30,18 +43,28 @@ impl Spool {
         (self.max_bytes / 16).clamp(16 * 1024, 64 * 1024 * 1024)
     }
 
+    /// The zeroed room kept ahead of the active segment's last entry: a mebibyte, or the
+    /// target size of a segment when that is smaller.
+    fn room_bytes(&self) -> u64 {
+        ROOM_BYTES.min(self.segment_target_bytes())
+    }
+
     /// The writer thread: takes every append waiting, writes them with one `write` and one
     /// `fdatasync`, then answers them all.
     pub(super) fn write_loop(&self, appends: mpsc::Receiver<Append>, mut file: File) {
-        let mut written: u64 = 0;
+        // A new segment is empty; should its name have been taken, what is there stays.
+        let mut written: u64 = file_length(&file);
+        // Where the active segment's file ends: `written` plus the zeroed room.
+        let mut length: u64 = written;
         let mut buffer = Vec::with_capacity(1024 * 1024);
         loop {
             self.sweep();
             if self.reclaim_if_stuck(written) {
-                match self.roll() {
+                match self.roll(&file, written, length) {
                     Ok(next) => {
                         file = next;
-                        written = 0;
+                        written = file_length(&file);
+                        length = written;
                         self.sweep();
                         self.reclaimed();
                     }
@@ -53,7 +76,10 @@ impl Spool {
             let first = match appends.recv_timeout(Duration::from_secs(1)) {
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    cut_room(&file, written, length);
+                    break;
+                }
             };
             let mut batch = vec![first];
             let mut batch_bytes = batch[0].entry.body.len();
@@ -103,7 +129,13 @@ impl Spool {
             if accepted.is_empty() {
                 continue;
             }
-            let synced = file.write_all(&buffer).and_then(|()| file.sync_data());
+            let end = written + buffer.len() as u64;
+            let synced = file.write_all_at(&buffer, written).and_then(|()| {
+                if end > length {
+                    length = self.make_room(&file, end);
+                }
+                file.sync_data()
+            });
             self.metrics.spool_fsyncs.inc();
             if let Err(error) = synced {
                 tracing::error!(%error, "writing the spool failed; answering 503");
@@ -117,6 +149,7 @@ impl Spool {
                 if file.set_len(written).is_err() {
                     tracing::error!("could not cut the failed write off the spool segment");
                 }
+                length = written;
                 let kind = error.kind();
                 for (done, ..) in accepted {
                     let _ = done.send(Err(SpoolError::Io(std::io::Error::new(
@@ -150,10 +183,11 @@ impl Spool {
             self.appended.notify_one();
             self.update_gauges();
             if roll {
-                match self.roll() {
+                match self.roll(&file, written, length) {
                     Ok(next) => {
                         file = next;
-                        written = 0;
+                        written = file_length(&file);
+                        length = written;
                     }
                     Err(error) => {
                         tracing::error!(%error, "could not start a new spool segment; appending to the current one");
@@ -229,10 +263,47 @@ impl Spool {
         self.update_gauges();
     }
 
-    fn roll(&self) -> Result<File, SpoolError> {
+    /// Zeroes the room ahead of `end`, the end of the entries just written, so that the
+    /// next commits overwrite blocks already on disk; the `fdatasync` that follows makes
+    /// it durable with them. Returns where the file ends now. Room is an optimisation
+    /// only: when the disk refuses it, the file ends at `end` and the commit goes on.
+    fn make_room(&self, file: &File, end: u64) -> u64 {
+        let target = end + self.room_bytes();
+        let mut at = end;
+        while at < target {
+            let piece = (target - at).min(ZEROS.len() as u64) as usize;
+            if let Err(error) = file.write_all_at(&ZEROS[..piece], at) {
+                tracing::debug!(%error, "no room ahead of the spool segment's end");
+                cut_room(file, end, at);
+                return end;
+            }
+            at += piece as u64;
+        }
+        target
+    }
+
+    /// Leaves the active segment (`file`, entries up to `written`, its file up to `length`)
+    /// for a new one.
+    fn roll(&self, file: &File, written: u64, length: u64) -> Result<File, SpoolError> {
+        cut_room(file, written, length);
         start_segment(
             &self.dir,
             &mut self.state.lock().expect("lock is never poisoned"),
         )
     }
+}
+
+/// Cuts the zeroed room off a segment whose entries end at `written` and whose file ends at
+/// `length`: a segment left behind holds its entries alone. Not synced: should a crash
+/// keep the room, recovery takes it for what it is.
+fn cut_room(file: &File, written: u64, length: u64) {
+    if length > written
+        && let Err(error) = file.set_len(written)
+    {
+        tracing::warn!(%error, "could not cut the zeroed room off a spool segment; recovery will");
+    }
+}
+
+fn file_length(file: &File) -> u64 {
+    file.metadata().map_or(0, |metadata| metadata.len())
 }
