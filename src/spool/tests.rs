@@ -28,13 +28,19 @@ fn entry(n: usize, size: usize) -> Entry {
     }
 }
 
-/// Spools three entries of 50 bytes in `dir`, closes the spool, and flips a byte in the
-/// middle of the second one's payload; returns the segment.
-async fn three_entries_with_the_second_corrupted(dir: &Path) -> PathBuf {
-    let (spool, ..) = open(dir, 1 << 20);
+/// Opens the spool in `dir` and appends three entries of 50 bytes, `entry(0..3, 50)`.
+async fn three_entries(dir: &Path, max_bytes: u64) -> Arc<Spool> {
+    let (spool, ..) = open(dir, max_bytes);
     for n in 0..3 {
         spool.append(entry(n, 50)).await.expect("appended");
     }
+    spool
+}
+
+/// Spools three entries of 50 bytes in `dir`, closes the spool, and flips a byte in the
+/// middle of the second one's payload; returns the segment.
+async fn three_entries_with_the_second_corrupted(dir: &Path) -> PathBuf {
+    let spool = three_entries(dir, 1 << 20).await;
     spool.close();
     drop(spool);
     let segment = segments(dir)[0].clone();
@@ -156,10 +162,7 @@ async fn a_full_spool_refuses_and_is_not_ready_until_below_the_low_water_mark() 
 #[tokio::test]
 async fn a_torn_write_at_the_end_is_truncated_on_open() {
     let dir = tempfile::tempdir().expect("dir");
-    let (spool, ..) = open(dir.path(), 1 << 20);
-    for n in 0..3 {
-        spool.append(entry(n, 50)).await.expect("appended");
-    }
+    let spool = three_entries(dir.path(), 1 << 20).await;
     spool.close();
     drop(spool);
     let newest = segments(dir.path()).pop().expect("a segment");
@@ -210,10 +213,7 @@ fn crash_image(dir: &Path) -> tempfile::TempDir {
 #[tokio::test]
 async fn the_active_segment_keeps_zeroed_room_that_a_crash_leaves_and_recovery_cuts_off() {
     let dir = tempfile::tempdir().expect("dir");
-    let (spool, ..) = open(dir.path(), 64 << 20);
-    for n in 0..3 {
-        spool.append(entry(n, 50)).await.expect("appended");
-    }
+    let spool = three_entries(dir.path(), 64 << 20).await;
     let active = segments(dir.path()).pop().expect("a segment");
     let data = std::fs::read(&active).expect("read");
     assert_eq!(
@@ -261,10 +261,7 @@ async fn the_active_segment_keeps_zeroed_room_that_a_crash_leaves_and_recovery_c
 #[tokio::test]
 async fn a_write_torn_inside_the_room_is_cut_off_as_a_torn_tail() {
     let dir = tempfile::tempdir().expect("dir");
-    let (spool, ..) = open(dir.path(), 64 << 20);
-    for n in 0..3 {
-        spool.append(entry(n, 50)).await.expect("appended");
-    }
+    let spool = three_entries(dir.path(), 64 << 20).await;
     let image = crash_image(dir.path());
     spool.close();
     let newest = segments(image.path()).pop().expect("a segment");
