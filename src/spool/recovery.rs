@@ -72,7 +72,8 @@ pub(super) fn recover_segment(
                 // A write cut short by a crash is never acknowledged (the answer waits for
                 // the sync); damage to the end of an acknowledged entry looks the same. The
                 // bytes are kept before the cut, so that neither is lost unseen.
-                // Without the room's zeros after it.
+                // Without the room's zeros after it (zeros that ended the torn frame itself
+                // cannot be told from them).
                 let torn = data[offset..]
                     .iter()
                     .rposition(|&byte| byte != 0)
