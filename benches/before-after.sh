@@ -24,7 +24,8 @@
 # BEFORE is built once per commit into target/before/<commit> (a git worktree, removed
 # after the build). BEFORE_ENV and AFTER_ENV add gateway settings (VAR=VALUE, space
 # separated) to one side. MODES (spool kafka), ROUNDS, SECONDS_PER_RUN (8), HALF_SECONDS
-# (8; 0 skips the half-rate runs). Only loopback addresses are used; every run stops by
+# (8; 0 skips the half-rate runs), HALF_ROUNDS (2: the half-rate runs of the two binaries
+# in an order that alternates from round to round, medians). Only loopback addresses are used; every run stops by
 # itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,7 @@ connections=32
 threads=2
 seconds=${SECONDS_PER_RUN:-8}
 half_seconds=${HALF_SECONDS:-8}
+half_rounds=${HALF_ROUNDS:-2}
 rounds=${ROUNDS:-3}
 modes=${MODES:-"spool kafka"}
 pool=2000
@@ -159,19 +161,32 @@ done
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 column_median() { grep . <<<"$1" | cut -d' ' -f"$2" | median; }
 
+# Each binary at half its median maximum, open loop: the order of the two alternates from
+# round to round, as above (whichever runs second on this machine tends to see a longer
+# tail). Per side and mode: "rate p99 non2xx cpu", the medians of the rounds (non2xx summed).
 declare -A half
 if [ "$half_seconds" != 0 ]; then
-  for mode in $modes; do
-    for side in before after; do
-      rate=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
-      start_side "$side" "$mode"
-      ticks=$(cpu_ticks "$server")
-      line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
-      cpu=$(awk -v a="$(cpu_ticks "$server")" -v b="$ticks" -v t="$(getconf CLK_TCK)" -v r="$(field "$line" requests)" \
-        'BEGIN { printf "%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1) }')
-      half[$side-$mode]="$rate $(field "$line" p99_ms) $(field "$line" non2xx) $cpu"
-      stop_all
+  declare -A half_runs
+  for round in $(seq "$half_rounds"); do
+    sides="before after"
+    [ $((round % 2)) = 0 ] && sides="after before"
+    for mode in $modes; do
+      for side in $sides; do
+        rate=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
+        start_side "$side" "$mode"
+        ticks=$(cpu_ticks "$server")
+        line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
+        cpu=$(awk -v a="$(cpu_ticks "$server")" -v b="$ticks" -v t="$(getconf CLK_TCK)" -v r="$(field "$line" requests)" \
+          'BEGIN { printf "%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1) }')
+        echo "  half rate round $round $side $mode: $rate $(field "$line" p99_ms) $(field "$line" non2xx) $cpu" >&2
+        half_runs[$side-$mode]+="$(field "$line" p99_ms) $(field "$line" non2xx) $cpu"$'\n'
+        stop_all
+      done
     done
+  done
+  for key in "${!half_runs[@]}"; do
+    runs=${half_runs[$key]}
+    half[$key]="$(( $(column_median "${results[$key]}" 1) / 2 )) $(column_median "$runs" 1) $(grep . <<<"$runs" | awk '{ s += $2 } END { print s + 0 }') $(column_median "$runs" 3)"
   done
 fi
 
@@ -197,4 +212,4 @@ echo "cpu us/r: the server's CPU per request; ÷ceiling: its ratio to the ceilin
 echo "switches/r: context switches of all the server's threads per request (each a hand-off between threads or a wait)."
 echo "missing: changes of requests answered 200 not found in Kafka by event_id, over all rounds, out of those expected."
 [ "$peer" = 1 ] && echo "express: benches/peer/express.js (Express 4, kafkajs 2.2.4), 200 once Kafka has the records."
-echo "half rate: the open-loop generator at half the median maximum, its p99, answers other than 200, and the server's CPU per request."
+echo "half rate: the open-loop generator at half the median maximum, $half_rounds rounds in alternating order: its p99 and the server's CPU per request (medians), answers other than 200 (all rounds)."
