@@ -25,8 +25,8 @@
 # after the build). BEFORE_ENV and AFTER_ENV add gateway settings (VAR=VALUE, space
 # separated) to one side. MODES (spool kafka), ROUNDS, SECONDS_PER_RUN (8), HALF_SECONDS
 # (8; 0 skips the half-rate runs), HALF_ROUNDS (2: the half-rate runs of the two binaries
-# in an order that alternates from round to round, medians). Only loopback addresses are used; every run stops by
-# itself.
+# in an order that alternates from round to round, medians). Only loopback addresses are
+# used; every run stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/load/lib.sh
@@ -161,9 +161,9 @@ done
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 column_median() { grep . <<<"$1" | cut -d' ' -f"$2" | median; }
 
-# Each binary at half its median maximum, open loop: the order of the two alternates from
-# round to round, as above (whichever runs second on this machine tends to see a longer
-# tail). Per side and mode: "rate p99 non2xx cpu", the medians of the rounds (non2xx summed).
+# Each binary at half its median maximum, open loop, in an order that alternates from
+# round to round as above, so that neither always runs second. Per side and mode: "rate
+# p99 non2xx cpu", the medians of the rounds (non2xx summed).
 declare -A half
 if [ "$half_seconds" != 0 ]; then
   declare -A half_runs
