@@ -250,12 +250,41 @@ async fn the_active_segment_keeps_zeroed_room_that_a_crash_leaves_and_recovery_c
     assert_eq!(recovered.append(entry(3, 50)).await.expect("appended"), 3);
     recovered.close();
 
-    // Leaving the segment cuts its room too.
+    // Closing the spool cuts its room too.
     spool.close();
     assert_eq!(
         std::fs::metadata(&active).expect("segment").len(),
         3 * FRAME_OF_50
     );
+}
+
+#[tokio::test]
+async fn a_segment_left_for_the_next_holds_its_entries_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Segments of 16 KiB, and as much room.
+    let (spool, ..) = open(dir.path(), 16 * 16 * 1024);
+    for n in 0..12 {
+        spool.append(entry(n, 4000)).await.expect("appended");
+    }
+    let all = segments(dir.path());
+    assert!(all.len() >= 2, "rolled: {all:?}");
+    for left in &all[..all.len() - 1] {
+        let data = std::fs::read(left).expect("read");
+        let mut offset = 0;
+        while offset < data.len() {
+            match frame::scan(&data[offset..]) {
+                frame::Scanned::Frame { len, .. } => offset += len,
+                other => panic!("{} at {offset}: {other:?}", left.display()),
+            }
+        }
+        assert!(offset > 0, "{} holds entries", left.display());
+    }
+    let active = std::fs::metadata(all.last().expect("a segment")).expect("segment");
+    assert!(
+        active.len() > 16 * 1024,
+        "the active segment keeps its room"
+    );
+    spool.close();
 }
 
 #[tokio::test]
