@@ -13,6 +13,8 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::signature::SecretMatch;
+
 /// Bucket bounds for request and delivery latencies, in seconds: Meta wants a median under
 /// 250 ms and fewer than 1% over 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -227,6 +229,15 @@ impl Metrics {
                     .observe(seconds);
             }
         }
+    }
+
+    /// `waba_gateway_signature_matches_total` of `app`: the current secret's counter, then
+    /// the previous secrets', looked up once for the app's route rather than per request.
+    pub fn signature_match_counters(&self, app: &str) -> [IntCounter; 2] {
+        [SecretMatch::Current, SecretMatch::Previous].map(|matched| {
+            self.signature_matches
+                .with_label_values(&[app, matched.label()])
+        })
     }
 
     /// Counts a notification Kafka accepted: each change by field, or the dead letter by

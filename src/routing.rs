@@ -134,6 +134,9 @@ pub struct Routing {
     deadletter: String,
     split: SplitBy,
     cloudevents: bool,
+    /// The topic of each documented field in WhatsApp Business Account notifications,
+    /// worked out once: what [`Routing::topic`] answers for nearly every record.
+    waba_topics: BTreeMap<&'static str, String>,
 }
 
 impl Routing {
@@ -144,14 +147,25 @@ impl Routing {
         unrouted: impl Into<String>,
         deadletter: impl Into<String>,
     ) -> Self {
-        Self {
+        let mut routing = Self {
             template: template.into(),
             overrides,
             unrouted: unrouted.into(),
             deadletter: deadletter.into(),
             split: SplitBy::Change,
             cloudevents: false,
-        }
+            waba_topics: BTreeMap::new(),
+        };
+        routing.waba_topics = KNOWN_FIELDS
+            .iter()
+            .map(|field| {
+                (
+                    *field,
+                    routing.work_out_topic(Some(WABA_OBJECT), Some(field)),
+                )
+            })
+            .collect();
+        routing
     }
 
     /// The same layout, splitting as `split` says.
@@ -193,6 +207,16 @@ impl Routing {
     /// The topic for a change with this `object` and `field`, or the unrouted topic when the
     /// field (or an object the template needs) is not a routable name.
     pub fn topic(&self, object: Option<&str>, field: Option<&str>) -> String {
+        if object == Some(WABA_OBJECT)
+            && let Some(topic) = field.and_then(|field| self.waba_topics.get(field))
+        {
+            return topic.clone();
+        }
+        self.work_out_topic(object, field)
+    }
+
+    /// [`Routing::topic`] from the template and the overrides.
+    fn work_out_topic(&self, object: Option<&str>, field: Option<&str>) -> String {
         let Some(field) = field.filter(|field| is_routable_name(field)) else {
             return self.unrouted.clone();
         };

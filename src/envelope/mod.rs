@@ -399,7 +399,14 @@ fn record_on(
 /// 128 bits. The receiving app is left out on purpose: Meta delivers the same change to
 /// every subscribed app, and consumers should see those copies as duplicates.
 fn event_id(context: &EntryContext<'_>, field: Option<&RawValue>, value: &RawValue) -> String {
-    hex::encode(&change_hash(context, field, value).finalize()[..16])
+    id_text(&change_hash(context, field, value).finalize())
+}
+
+/// An id as text: the first 128 bits of `hash` in lower-case hex.
+fn id_text(hash: &[u8]) -> String {
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(&hash[..16], &mut text).expect("16 bytes are 32 hex digits");
+    String::from_utf8(text.to_vec()).expect("hex digits are ASCII")
 }
 
 /// An item's id: the change's hash (see [`event_id`]) continued with the item's kind, the
@@ -412,7 +419,7 @@ fn item_event_id(change: &Sha256, kind: ItemKind, array: usize, index: usize) ->
     hasher.update(kind.as_str().as_bytes());
     hasher.update((array as u64).to_be_bytes());
     hasher.update((index as u64).to_be_bytes());
-    hex::encode(&hasher.finalize()[..16])
+    id_text(&hasher.finalize())
 }
 
 /// The hash of what Meta sent about a change, not yet finished.

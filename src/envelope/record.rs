@@ -102,7 +102,7 @@ pub(super) fn routed(
     .to_json();
 
     let mut headers = Vec::with_capacity(16);
-    headers.push((headers::EVENT_ID, parts.event_id.clone()));
+    headers.push((headers::EVENT_ID, parts.event_id));
     headers.push((headers::APP, context.app.to_owned()));
     for (name, text) in [
         (headers::OBJECT, context.object_text.as_deref()),
@@ -130,13 +130,8 @@ pub(super) fn routed(
     }
     // Events of a field: the records of its topic, not those kept on the unrouted topic.
     if context.routing.cloudevents() && parts.topic != context.routing.unrouted() {
-        push_cloudevents(
-            context,
-            field,
-            parts.item.as_ref(),
-            &parts.event_id,
-            &mut headers,
-        );
+        let event_id = headers[0].1.clone();
+        push_cloudevents(context, field, parts.item.as_ref(), &event_id, &mut headers);
     }
     headers.push((headers::CONTENT_TYPE, "application/json".to_owned()));
 

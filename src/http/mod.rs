@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use error::{ApiError, Cap};
 pub use server::{Serving, serve};
@@ -32,6 +32,7 @@ use crate::config::Settings;
 use crate::delivery::{Delivery, Intake};
 use crate::metrics::Metrics;
 use crate::shutdown::Readiness;
+use crate::signature;
 use crate::telemetry::{self, Throttle};
 use crate::trace::{Kind, Span, SpanContext, Text, Tracer};
 use budget::ReceiveBudget;
@@ -67,8 +68,10 @@ pub struct AppRoute {
     pub path: Arc<str>,
     /// The name of the SERVER span of a POST to it.
     pub post_span: Arc<str>,
-    /// The current secret, then the previous ones.
-    pub secrets: Vec<SecretString>,
+    /// The current secret, then the previous ones, ready to check bodies with.
+    pub keys: signature::Keys,
+    /// Its `waba_gateway_signature_matches_total` counters: current, previous.
+    pub matches: [prometheus::IntCounter; 2],
     /// The verification token.
     pub verify_token: SecretString,
 }
@@ -150,7 +153,11 @@ impl Gateway {
                     name: Arc::from(name.as_str()),
                     path: Arc::from(path.as_str()),
                     post_span: Arc::from(format!("POST {path}").as_str()),
-                    secrets: app.secrets().cloned().collect(),
+                    keys: signature::Keys::new(
+                        app.secrets()
+                            .map(|secret| secret.expose_secret().as_bytes()),
+                    ),
+                    matches: metrics.signature_match_counters(name),
                     verify_token: app.verify_token.clone().unwrap_or_default(),
                 };
                 (path, route)

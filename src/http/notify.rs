@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use secrecy::ExposeSecret;
 
 use super::budget::{Held, Pieces};
 use super::{ApiError, AppRoute, Cap, Gateway, RequestBody, error};
@@ -118,13 +117,11 @@ impl Gateway {
         digest: &[u8; signature::DIGEST_LEN],
         body: &Pieces,
     ) -> Result<(), ApiError> {
-        let secrets = app.secrets.iter().map(|s| s.expose_secret().as_bytes());
-        let matched = signature::verify_digest_of_parts(secrets, digest, body.parts())
+        let matched = app
+            .keys
+            .verify(digest, body.parts())
             .map_err(|error| self.refused(app, error))?;
-        self.metrics
-            .signature_matches
-            .with_label_values(&[&app.name, matched.label()])
-            .inc();
+        app.matches[usize::from(matched == signature::SecretMatch::Previous)].inc();
         Ok(())
     }
 
