@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::routing::{ItemKind, Routing, SplitBy};
-use key::{Conversation, conversation_key};
+use key::{Conversation, conversation_key, conversation_key_by_levels};
 use record::{Field, Parts, routed};
 use shape::{ChangeShape, EntryShape, List, parse_notifications, shape, text};
 
@@ -196,8 +196,9 @@ pub fn split(
 }
 
 /// The reference split: reads the body, then each entry, then each change, each as raw
-/// JSON. It takes every body, whatever its shape; [`split`] gives the same records from
-/// one pass for bodies of the ordinary shape.
+/// JSON, and a `messages` value's key the same way (its lists, then their first items). It
+/// takes every body, whatever its shape; [`split`] gives the same records from one pass
+/// for bodies of the ordinary shape.
 pub fn split_by_levels(
     routing: &Routing,
     app: &str,
@@ -253,6 +254,9 @@ struct EntryContext<'a> {
     id_text: Option<Cow<'a, str>>,
     time: Option<&'a RawValue>,
     received_at: SystemTime,
+    /// Whether keys are read level by level ([`split_by_levels`]), as the reference that
+    /// the property tests and the fuzz target compare the one-pass split with.
+    keys_by_levels: bool,
 }
 
 impl<'a> EntryContext<'a> {
@@ -273,6 +277,7 @@ impl<'a> EntryContext<'a> {
             id_text: id.and_then(text),
             time,
             received_at,
+            keys_by_levels: false,
         }
     }
 }
@@ -297,14 +302,17 @@ fn split_entry<'a>(
     records: &mut Vec<Record>,
 ) {
     let entry_shape = shape::<EntryShape>(entry);
-    let context = EntryContext::new(
-        routing,
-        app,
-        object,
-        entry_shape.as_ref().and_then(|shape| shape.id),
-        entry_shape.as_ref().and_then(|shape| shape.time),
-        received_at,
-    );
+    let context = EntryContext {
+        keys_by_levels: true,
+        ..EntryContext::new(
+            routing,
+            app,
+            object,
+            entry_shape.as_ref().and_then(|shape| shape.id),
+            entry_shape.as_ref().and_then(|shape| shape.time),
+            received_at,
+        )
+    };
     let changes = match entry_shape.and_then(|shape| shape.changes) {
         Some(List::Items(changes)) if !changes.is_empty() => changes,
         // An entry without a list of changes is kept whole, as one unrouted record.
@@ -373,10 +381,12 @@ fn record_on(
     value: &RawValue,
     topic: String,
 ) -> Record {
-    let conversation = if field.text.as_deref() == Some("messages") {
-        conversation_key(value)
-    } else {
+    let conversation = if field.text.as_deref() != Some("messages") {
         None
+    } else if context.keys_by_levels {
+        conversation_key_by_levels(value)
+    } else {
+        conversation_key(value)
     };
     let (key, phone_number_id) = context.keyed(conversation);
     routed(

@@ -90,6 +90,7 @@ fn the_one_pass_key_is_the_key_read_level_by_level() {
     values.push(r#"{"metadata":[{"phone_number_id":"42"}]}"#.to_owned());
     values.push(r#"{"metadata":{"phone_number_id":"42"},"metadata":{}}"#.to_owned());
     values.push("[1]".to_owned());
+    values.extend(EDGES.iter().map(|value| (*value).to_owned()));
     for value in &values {
         let raw: &RawValue = serde_json::from_str(value).expect("JSON");
         assert_eq!(
@@ -99,3 +100,19 @@ fn the_one_pass_key_is_the_key_read_level_by_level() {
         );
     }
 }
+
+/// Values spaced, nested and escaped, with members named alike, empty or of other types.
+const EDGES: &[&str] = &[
+    " {\n \"metadata\" : { \"phone_number_id\" : \"4\\u0032\" } ,\t\"contacts\":[ {\"wa_id\" :\"1\"} ] }",
+    r#"{"x":{"messages":[{"from":"9"}]},"metadata":{"phone_number_id":42},"messages":[{"text":{"body":"]}\"["},"from":"3"}]}"#,
+    r#"{"metadata":{"phone_number_id":"42","phone_number_idx":"7"},"statuses":[[{"recipient_id":"4"}],{"recipient_id":"5"}]}"#,
+    r#"{"metadata":{"phone_number_id":null},"messages":[{"from":"3"}]}"#,
+    r#"{"metadata":{"phone_number_id":""},"messages":[{"from":"3"}]}"#,
+    r#"{"metadata":{},"messages":[{"from":"3"}]}"#,
+    r#"{"metadata":"42","messages":[{"from":"3"}]}"#,
+    r#"{"metadata":{"phone_number_id":"42"},"contacts":[],"messages":[{}],"statuses":[{"recipient_id":-1.5e3}]}"#,
+    r#"{"metadata":{"phone_number_id":"42"},"messages":[{"from":"\u00e9\"3"},{"from":"4","from":"5"}]}"#,
+    r#"{"metadata":{"phone_number_id":"42"},"messages":[{"from":true,"from_user_id":"US.1"}],"statuses":[]}"#,
+    r#"{"metadata":{"phone_number_id":"42"},"contacts":{"wa_id":"1"},"messages":"x","statuses":7}"#,
+    r#"{}"#,
+];
