@@ -42,6 +42,7 @@ const FIXTURES: [&str; 6] = [
 fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let secret = b"bench-secret";
+    let keys = waba_gateway::signature::Keys::new([&secret[..]]);
     let routing = KafkaSettings::default().routing();
     println!(
         "{:<42} {:>6} | {:>6} | {:>14} {:>9} | {:>14} {:>9}",
@@ -54,8 +55,11 @@ fn main() {
         // The first call of each pays for lazy set-up; the second is what a request costs.
         let mut figures = Vec::new();
         for _ in 0..2 {
+            // As a request checks it: the header read, the body checked with the app's keys,
+            // prepared when the gateway started.
             let (verify, _, matched) = count(|| {
-                waba_gateway::signature::verify([&secret[..]], Some(header.as_bytes()), &body)
+                let digest = waba_gateway::signature::parse_header(header.as_bytes())?;
+                keys.verify(&digest, &[&body])
             });
             assert!(matched.is_ok());
             let mut split = Vec::new();
