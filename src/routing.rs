@@ -391,6 +391,28 @@ mod tests {
     }
 
     #[test]
+    fn each_documented_field_of_a_waba_notification_has_its_template_or_override_topic() {
+        for (template, prefix) in [
+            ("whatsapp.{field}", "whatsapp."),
+            ("wa.{object}.{field}", "wa.whatsapp_business_account."),
+        ] {
+            let overrides = BTreeMap::from([("messages".to_owned(), "wa.inbound".to_owned())]);
+            let routing = Routing::new(template, overrides, "u", "d");
+            for field in KNOWN_FIELDS {
+                let topic = match *field {
+                    "messages" => "wa.inbound".to_owned(),
+                    _ => format!("{prefix}{field}"),
+                };
+                assert_eq!(routing.topic(Some(WABA_OBJECT), Some(field)), topic);
+            }
+            assert_eq!(
+                routing.topic(Some(WABA_OBJECT), Some("not_documented")),
+                format!("{prefix}not_documented")
+            );
+        }
+    }
+
+    #[test]
     fn an_object_template_needs_a_routable_object() {
         let routing = Routing::new("wa.{object}.{field}", BTreeMap::new(), "u", "d");
         assert_eq!(
