@@ -98,7 +98,8 @@ pub fn verify_digest_of_parts<'s>(
 /// An app's secrets made ready to check bodies with: HMAC hashes each padded key before
 /// the first byte of a body, so that work is done here once per secret instead of twice
 /// per secret on every request. What is kept are the two hash states the key leads to, not
-/// the key; they are never printed (`Debug` says only how many there are).
+/// the key; they sign as well as the key does, so they are never printed (`Debug` says only
+/// how many there are).
 #[derive(Clone)]
 pub struct Keys(Vec<HmacSha256>);
 
