@@ -166,13 +166,18 @@ column_median() { grep . <<<"$1" | cut -d' ' -f"$2" | median; }
 # p99 non2xx cpu", the medians of the rounds (non2xx summed).
 declare -A half
 if [ "$half_seconds" != 0 ]; then
-  declare -A half_runs
+  declare -A half_runs half_rate
+  for mode in $modes; do
+    for side in before after; do
+      half_rate[$side-$mode]=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
+    done
+  done
   for round in $(seq "$half_rounds"); do
     sides="before after"
     [ $((round % 2)) = 0 ] && sides="after before"
     for mode in $modes; do
       for side in $sides; do
-        rate=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
+        rate=${half_rate[$side-$mode]}
         start_side "$side" "$mode"
         ticks=$(cpu_ticks "$server")
         line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
@@ -186,7 +191,7 @@ if [ "$half_seconds" != 0 ]; then
   done
   for key in "${!half_runs[@]}"; do
     runs=${half_runs[$key]}
-    half[$key]="$(( $(column_median "${results[$key]}" 1) / 2 )) $(column_median "$runs" 1) $(grep . <<<"$runs" | awk '{ s += $2 } END { print s + 0 }') $(column_median "$runs" 3)"
+    half[$key]="${half_rate[$key]} $(column_median "$runs" 1) $(grep . <<<"$runs" | awk '{ s += $2 } END { print s + 0 }') $(column_median "$runs" 3)"
   done
 fi
 

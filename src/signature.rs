@@ -72,27 +72,7 @@ pub fn verify<'s>(
     body: &[u8],
 ) -> Result<SecretMatch, SignatureError> {
     let digest = parse_header(header.ok_or(SignatureError::Missing)?)?;
-    verify_digest(secrets, &digest, body)
-}
-
-/// Checks a digest already read from the header (see [`parse_header`]) against `body`, as
-/// [`verify`] does: the header is read before the body arrives, so that a request without
-/// a well-formed one is refused without reading it.
-pub fn verify_digest<'s>(
-    secrets: impl IntoIterator<Item = &'s [u8]>,
-    digest: &[u8; DIGEST_LEN],
-    body: &[u8],
-) -> Result<SecretMatch, SignatureError> {
-    verify_digest_of_parts(secrets, digest, &[body])
-}
-
-/// [`verify_digest`] of a body held in `parts`, in order, as it was received.
-pub fn verify_digest_of_parts<'s>(
-    secrets: impl IntoIterator<Item = &'s [u8]>,
-    digest: &[u8; DIGEST_LEN],
-    parts: &[impl AsRef<[u8]>],
-) -> Result<SecretMatch, SignatureError> {
-    Keys::new(secrets).verify(digest, parts)
+    Keys::new(secrets).verify(&digest, &[body])
 }
 
 /// An app's secrets made ready to check bodies with: HMAC hashes each padded key before
@@ -116,8 +96,10 @@ impl Keys {
         )
     }
 
-    /// [`verify_digest_of_parts`] with these keys: the first key that verifies wins, each
-    /// comparison constant-time.
+    /// Checks a digest already read from the header (see [`parse_header`]: the header is
+    /// read before the body arrives, so that a request without a well-formed one is refused
+    /// without reading it) against a body held in `parts`, in order, as it was received.
+    /// The first key that verifies wins; every comparison is constant-time.
     pub fn verify(
         &self,
         digest: &[u8; DIGEST_LEN],
