@@ -16,6 +16,11 @@
 #     bash benches/before-after.sh                      # one binary, two settings
 #   PEER=1 BEFORE=ce44bde bash benches/before-after.sh  # and the Express peer each round
 #
+# FLOOR=1 adds to every round examples/floor.rs in each mode: the least a receiver does
+# per notification to keep the gateway's promise (signature, one JSON scan, a synced
+# append or Kafka's acknowledgement, one record per body), on the same broker; its
+# records carry no event_id and are not read back.
+#
 # PEER=1 adds to every round benches/peer/express.js, a receiver written the usual Node
 # way (Express, kafkajs, 200 once Kafka has the records), measured the same way (its
 # records are not read back: they carry no event_id). Express and kafkajs are installed
@@ -48,6 +53,8 @@ broker_port=19092
 brokers=127.0.0.1:$broker_port
 peer=${PEER:-0}
 peer_port=18082
+floor=${FLOOR:-0}
+floor_port=18083
 read -r -a before_env <<<"${BEFORE_ENV:-}"
 read -r -a after_env <<<"${AFTER_ENV:-}"
 
@@ -63,7 +70,7 @@ if [ ! -x "$before_bin" ]; then
   cp target/before-build/release/waba-gateway "$before_bin"
   git worktree remove --force "$tree"
 fi
-cargo build --release --quiet --bin waba-gateway --example ceiling --example loadgen --example readback
+cargo build --release --quiet --bin waba-gateway --example ceiling --example floor --example loadgen --example readback
 after_bin=target/release/waba-gateway
 tansu=$(bash tests/tools/install-tansu.sh | tail -n 1)
 if [ "$peer" = 1 ]; then
@@ -130,6 +137,22 @@ peer_run() {
   stop_all
 }
 
+# The floor in ack mode $1, on a fresh broker, as run $2: prints "rps cpu p99 non2xx
+# switches -".
+floor_run() {
+  local result
+  start_broker
+  target/release/examples/floor 127.0.0.1:$floor_port "$brokers" "$1" "$secret" "$work/floor.spool" 2>>"$work/floor.log" &
+  server=$!
+  pids+=("$server")
+  wait_port $floor_port || { echo "the floor did not start; its log:" >&2; cat "$work/floor.log" >&2; exit 1; }
+  measure "http://127.0.0.1:$floor_port/webhook" "$2-warm" 2 >/dev/null
+  result=$(measure "http://127.0.0.1:$floor_port/webhook" "$2" "$seconds")
+  echo "$result -"
+  stop_all
+  rm -f "$work/floor.spool"
+}
+
 declare -A results
 for round in $(seq "$rounds"); do
   target/release/examples/ceiling 127.0.0.1:$ceiling_port &
@@ -144,6 +167,11 @@ for round in $(seq "$rounds"); do
   sides="before after"
   [ $((round % 2)) = 0 ] && sides="after before"
   for mode in $modes; do
+    if [ "$floor" = 1 ]; then
+      result=$(floor_run "$mode" "floor-$mode-$round")
+      echo "  round $round floor $mode: $result" >&2
+      results[floor-$mode]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
+    fi
     for side in $sides; do
       result=$(gateway_run "$side" "$mode" "$side-$mode-$round")
       echo "  round $round $side $mode: $result" >&2
@@ -201,7 +229,7 @@ printf '%-8s %-7s %9s %10s %9s %10s %9s %7s %-14s %s\n' server mode "req/s" "cpu
 row() { # name mode rows
   local rows=$3 missing
   missing=$(grep . <<<"$rows" | awk '{ split($6, m, "/"); if (m[1] == "-" ) next; if (m[1] == "n/a") na = 1; a += m[1]; b += m[2] } END { print (na ? "n/a" : a) "/" b }')
-  [ "$1" = ceiling ] || [ "$1" = express ] && missing=-
+  [ "$1" = ceiling ] || [ "$1" = express ] || [ "$1" = floor ] && missing=-
   printf '%-8s %-7s %9d %10.1f %9s %10.2f %9.2f %7d %-14s %s\n' "$1" "$2" "$(column_median "$rows" 1)" "$(column_median "$rows" 2)" \
     "$([ "$1" = ceiling ] && echo 1.00x || echo "$(column_median "$rows" 7)x")" "$(column_median "$rows" 5)" \
     "$(awk -v p="$(column_median "$rows" 3)" 'BEGIN { print p / 1000 }')" \
@@ -209,6 +237,7 @@ row() { # name mode rows
 }
 row ceiling - "${results[ceiling]}"
 for mode in $modes; do
+  [ "$floor" = 1 ] && row floor "$mode" "${results[floor-$mode]}"
   for side in before after; do row "$side" "$mode" "${results[$side-$mode]}"; done
 done
 [ "$peer" = 1 ] && row express kafka "${results[express]}"
