@@ -19,7 +19,8 @@
 # FLOOR=1 adds to every round examples/floor.rs in each mode: the least a receiver does
 # per notification to keep the gateway's promise (signature, one JSON scan, a synced
 # append or Kafka's acknowledgement, one record per body), on the same broker; its
-# records carry no event_id and are not read back.
+# records carry no event_id and are not read back. Its half-rate runs go at the after
+# side's rate, so that its p99 and the gateway's are at the same load.
 #
 # PEER=1 adds to every round benches/peer/express.js, a receiver written the usual Node
 # way (Express, kafkajs, 200 once Kafka has the records), measured the same way (its
@@ -137,20 +138,24 @@ peer_run() {
   stop_all
 }
 
-# The floor in ack mode $1, on a fresh broker, as run $2: prints "rps cpu p99 non2xx
-# switches -".
-floor_run() {
-  local result
+# Starts a fresh broker and the floor in ack mode $1; sets $server.
+start_floor() {
   start_broker
+  rm -f "$work/floor.spool"
   target/release/examples/floor 127.0.0.1:$floor_port "$brokers" "$1" "$secret" "$work/floor.spool" 2>>"$work/floor.log" &
   server=$!
   pids+=("$server")
   wait_port $floor_port || { echo "the floor did not start; its log:" >&2; cat "$work/floor.log" >&2; exit 1; }
+}
+
+# The floor in ack mode $1, as run $2: prints "rps cpu p99 non2xx switches -".
+floor_run() {
+  local result
+  start_floor "$1"
   measure "http://127.0.0.1:$floor_port/webhook" "$2-warm" 2 >/dev/null
   result=$(measure "http://127.0.0.1:$floor_port/webhook" "$2" "$seconds")
   echo "$result -"
   stop_all
-  rm -f "$work/floor.spool"
 }
 
 declare -A results
@@ -199,16 +204,24 @@ if [ "$half_seconds" != 0 ]; then
     for side in before after; do
       half_rate[$side-$mode]=$(( $(column_median "${results[$side-$mode]}" 1) / 2 ))
     done
+    half_rate[floor-$mode]=${half_rate[after-$mode]}
   done
   for round in $(seq "$half_rounds"); do
     sides="before after"
-    [ $((round % 2)) = 0 ] && sides="after before"
+    [ "$floor" = 1 ] && sides="floor before after"
+    [ $((round % 2)) = 0 ] && sides=$(tr ' ' '\n' <<<"$sides" | tac | tr '\n' ' ')
     for mode in $modes; do
       for side in $sides; do
         rate=${half_rate[$side-$mode]}
-        start_side "$side" "$mode"
+        if [ "$side" = floor ]; then
+          start_floor "$mode"
+          port=$floor_port
+        else
+          start_side "$side" "$mode"
+          port=$gateway_port
+        fi
         ticks=$(cpu_ticks "$server")
-        line=$(target/release/examples/loadgen "http://127.0.0.1:$gateway_port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
+        line=$(target/release/examples/loadgen "http://127.0.0.1:$port/webhook" $secret $connections "$half_seconds" "$rate" "${BENCH_FIXTURES[@]}")
         cpu=$(awk -v a="$(cpu_ticks "$server")" -v b="$ticks" -v t="$(getconf CLK_TCK)" -v r="$(field "$line" requests)" \
           'BEGIN { printf "%.1f", (a - b) * 1e6 / t / (r > 0 ? r : 1) }')
         echo "  half rate round $round $side $mode: $rate $(field "$line" p99_ms) $(field "$line" non2xx) $cpu" >&2

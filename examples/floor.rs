@@ -7,10 +7,11 @@
 //! - `spool`: the body is appended to one file (zeroed beforehand, so that `fdatasync`
 //!   flushes data alone) by a writer thread that syncs what it has gathered once per
 //!   batch and answers those requests; then each body is produced to Kafka as one record
-//!   (gzip level 1, idempotent, acks=all, linger 5 ms: the forwarder's settings), with
-//!   nothing waiting for it;
-//! - `kafka`: the body is produced as one record (linger 1 ms, the settings requests wait
-//!   on in the gateway) and the request answered once Kafka has it.
+//!   (gzip level 1, idempotent, acks=all, linger 20 ms and 1 MiB batches: the forwarder's
+//!   defaults), with nothing waiting for it;
+//! - `kafka`: the body is produced as one record (linger 1 ms and 1,000,000-byte batches,
+//!   the settings requests wait on in the gateway) and the request answered once Kafka
+//!   has it.
 //!
 //! Records are keyed by a counter, so that they spread over the topic's partitions as the
 //! gateway's conversation keys do. What the floor leaves out: the envelope, the split into
@@ -76,8 +77,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         create_topic(brokers).await?;
         let mode = match mode.as_str() {
-            "spool" => Mode::Spool(start_writer(spool, producer_config(brokers, 5).create()?)?),
-            "kafka" => Mode::Kafka(producer_config(brokers, 1).create()?),
+            "spool" => Mode::Spool(start_writer(
+                spool,
+                producer_config(brokers, 20, 1024 * 1024).create()?,
+            )?),
+            "kafka" => Mode::Kafka(producer_config(brokers, 1, 1_000_000).create()?),
             other => anyhow::bail!("MODE is spool or kafka, not {other:?}"),
         };
         let floor = Arc::new(Floor {
@@ -151,7 +155,7 @@ fn answer(status: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-fn producer_config(brokers: &str, linger_ms: u32) -> ClientConfig {
+fn producer_config(brokers: &str, linger_ms: u32, batch_bytes: u32) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -160,7 +164,7 @@ fn producer_config(brokers: &str, linger_ms: u32) -> ClientConfig {
         .set("compression.type", "gzip")
         .set("compression.level", "1")
         .set("linger.ms", linger_ms.to_string())
-        .set("batch.size", "1000000");
+        .set("batch.size", batch_bytes.to_string());
     config
 }
 
