@@ -41,7 +41,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, ThreadedProducer,
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -76,12 +76,27 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         create_topic(brokers).await?;
+        // Each producer has the topic's partitions and leaders before the first request,
+        // as the gateway has before it says it is ready: one record produced and waited for.
         let mode = match mode.as_str() {
-            "spool" => Mode::Spool(start_writer(
-                spool,
-                producer_config(brokers, 20, 1024 * 1024).create()?,
-            )?),
-            "kafka" => Mode::Kafka(producer_config(brokers, 1, 1_000_000).create()?),
+            "spool" => {
+                let producer: ThreadedProducer<DefaultProducerContext> =
+                    producer_config(brokers, 20, 1024 * 1024).create()?;
+                producer
+                    .send(BaseRecord::<str, [u8]>::to(TOPIC).payload(b"warm-up"))
+                    .map_err(|(error, _)| error)?;
+                producer.flush(Duration::from_secs(10))?;
+                Mode::Spool(start_writer(spool, producer)?)
+            }
+            "kafka" => {
+                let producer: FutureProducer = producer_config(brokers, 1, 1_000_000).create()?;
+                let warm_up = FutureRecord::<str, [u8]>::to(TOPIC).payload(b"warm-up");
+                producer
+                    .send(warm_up, Duration::from_secs(10))
+                    .await
+                    .map_err(|(error, _)| error)?;
+                Mode::Kafka(producer)
+            }
             other => anyhow::bail!("MODE is spool or kafka, not {other:?}"),
         };
         let floor = Arc::new(Floor {
