@@ -76,8 +76,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         create_topic(brokers).await?;
-        // Each producer has the topic's partitions and leaders before the first request,
-        // as the gateway has before it says it is ready: one record produced and waited for.
+        // Each producer has the topic's partitions and leaders before the first request
+        // (one record produced and waited for): the half-rate runs have no warm-up, and
+        // their first requests would otherwise wait for the metadata.
         let mode = match mode.as_str() {
             "spool" => {
                 let producer: ThreadedProducer<DefaultProducerContext> =
