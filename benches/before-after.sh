@@ -103,6 +103,13 @@ measure() {
     'BEGIN { r = (r > 0 ? r : 1); printf "%d %.1f %d %d %.2f", r / s, (a - b) * 1e6 / t / r, p, n, w / r }'
 }
 
+# A run against the server on loopback port $1, as run $2: 2 s of warm-up, then
+# measured (see measure).
+measured() {
+  measure "http://127.0.0.1:$1/webhook" "$2-warm" 2 >/dev/null
+  measure "http://127.0.0.1:$1/webhook" "$2" "$seconds"
+}
+
 # Starts a fresh broker and side $1's gateway (before|after) in ack mode $2, with that
 # side's extra settings; sets $server.
 start_side() {
@@ -118,8 +125,7 @@ start_side() {
 gateway_run() {
   local side=$1 mode=$2 tag=$3 result
   start_side "$side" "$mode"
-  measure "http://127.0.0.1:$gateway_port/webhook" "$tag-warm" 2 >/dev/null
-  result=$(measure "http://127.0.0.1:$gateway_port/webhook" "$tag" "$seconds")
+  result=$(measured $gateway_port "$tag")
   echo "$result $(missing_changes "$work/manifest" $pool "$tag-warm" "$tag")"
   stop_all
 }
@@ -132,9 +138,7 @@ peer_run() {
   server=$!
   pids+=("$server")
   wait_port $peer_port || { echo "the Express peer did not start; its log:" >&2; cat "$work/peer.log" >&2; exit 1; }
-  measure "http://127.0.0.1:$peer_port/webhook" "$1-warm" 2 >/dev/null
-  result=$(measure "http://127.0.0.1:$peer_port/webhook" "$1" "$seconds")
-  echo "$result -"
+  echo "$(measured $peer_port "$1") -"
   stop_all
 }
 
@@ -150,12 +154,16 @@ start_floor() {
 
 # The floor in ack mode $1, as run $2: prints "rps cpu p99 non2xx switches -".
 floor_run() {
-  local result
   start_floor "$1"
-  measure "http://127.0.0.1:$floor_port/webhook" "$2-warm" 2 >/dev/null
-  result=$(measure "http://127.0.0.1:$floor_port/webhook" "$2" "$seconds")
-  echo "$result -"
+  echo "$(measured $floor_port "$2") -"
   stop_all
+}
+
+# Keeps run $3 of this round as one of results[$1], with the ratio of its CPU per request
+# to this round's ceiling's, and shows it as $2.
+keep() {
+  echo "  round $round $2: $3" >&2
+  results[$1]+="$3 $(awk -v c="$3" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
 }
 
 declare -A results
@@ -164,8 +172,7 @@ for round in $(seq "$rounds"); do
   server=$!
   pids+=("$server")
   wait_port $ceiling_port
-  measure "http://127.0.0.1:$ceiling_port/webhook" "ceiling-warm-$round" 2 >/dev/null
-  ceiling=$(measure "http://127.0.0.1:$ceiling_port/webhook" "ceiling-$round" "$seconds")
+  ceiling=$(measured $ceiling_port "ceiling-$round")
   stop_all
   echo "  round $round ceiling: $ceiling" >&2
   results[ceiling]+="$ceiling - -"$'\n'
@@ -173,21 +180,14 @@ for round in $(seq "$rounds"); do
   [ $((round % 2)) = 0 ] && sides="after before"
   for mode in $modes; do
     if [ "$floor" = 1 ]; then
-      result=$(floor_run "$mode" "floor-$mode-$round")
-      echo "  round $round floor $mode: $result" >&2
-      results[floor-$mode]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
+      keep "floor-$mode" "floor $mode" "$(floor_run "$mode" "floor-$mode-$round")"
     fi
     for side in $sides; do
-      result=$(gateway_run "$side" "$mode" "$side-$mode-$round")
-      echo "  round $round $side $mode: $result" >&2
-      # The ratio to this round's ceiling, kept with the run.
-      results[$side-$mode]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
+      keep "$side-$mode" "$side $mode" "$(gateway_run "$side" "$mode" "$side-$mode-$round")"
     done
   done
   if [ "$peer" = 1 ]; then
-    result=$(peer_run "express-$round")
-    echo "  round $round express: $result" >&2
-    results[express]+="$result $(awk -v c="$result" -v k="$ceiling" 'BEGIN { split(c, a, " "); split(k, b, " "); printf "%.2f", a[2] / b[2] }')"$'\n'
+    keep express express "$(peer_run "express-$round")"
   fi
 done
 
